@@ -8,6 +8,7 @@ from __future__ import annotations
 from typing import NamedTuple
 
 import flax.struct
+import jax
 import jax.numpy as jnp
 
 from jaxsys.systems import timing
@@ -39,3 +40,586 @@ class EnvParams:
   alpha: float = 100.0  # service-gain penalty exponent
   decode_weight: float = 8.0  # gain weight of a decode token vs a prompt token
   time_coef: timing.TimeCoef = timing.TimeCoef()  # batch time model coefficients
+
+
+@flax.struct.dataclass
+class Slots:
+  """The request table, one entry per slot (leading axis n_slots)."""
+
+  wid: jnp.ndarray  # i32: workload index of the occupant, -1 when EMPTY
+  status: jnp.ndarray  # i32: EMPTY, BLOCKED, WAITING, RUNNING or PREEMPTED
+  arrival: jnp.ndarray  # f64: scaled arrival of the request (the job arrival for DAG nodes)
+  release: jnp.ndarray  # f64: when the request became runnable (arrival, or DAG release)
+  seq: jnp.ndarray  # i32: queue order, set when the slot becomes WAITING
+  prompt_len: jnp.ndarray  # i32: prompt tokens
+  out_len: jnp.ndarray  # i32: true output tokens (hidden from policies)
+  generated: jnp.ndarray  # i32: output tokens emitted so far
+  prefilled: jnp.ndarray  # i32: tokens whose KV is in the cache
+  kv_blocks: jnp.ndarray  # i32: KV blocks held
+  first_tok_t: jnp.ndarray  # f64: time of the first token (NaN before)
+  last_tok_t: jnp.ndarray  # f64: time of the latest token (NaN before)
+  tbt_sum: jnp.ndarray  # f64: sum of gaps between tokens
+  tbt_max: jnp.ndarray  # f64: largest gap between tokens
+  n_preempt: jnp.ndarray  # i32: preemptions (policy or memory) so far
+  gain: jnp.ndarray  # f64: soft service gain so far (latency class)
+  good_tokens: jnp.ndarray  # f64: hard SLO token goodput so far (latency class)
+  cls: jnp.ndarray  # i32: request class
+  slo_ttft: jnp.ndarray  # f64: TTFT SLO (s)
+  slo_tbt: jnp.ndarray  # f64: TBT SLO (s)
+  deadline_abs: jnp.ndarray  # f64: absolute deadline (arrival + deadline), inf for latency
+  job_id: jnp.ndarray  # i32: DAG job, -1 for a plain request
+  stage: jnp.ndarray  # i32: DAG stage
+  client_id: jnp.ndarray  # i32: client id
+  n_stages: jnp.ndarray  # i32: stages of the node's job (1 for a plain request)
+
+
+@flax.struct.dataclass
+class Outputs:
+  """Per-request results, written once when a request finishes (leading axis n_total)."""
+
+  finish_t: jnp.ndarray  # f64: finish time, NaN until finished
+  release: jnp.ndarray  # f64: when the request became runnable
+  ttft: jnp.ndarray  # f64: first token - release
+  tbt_max: jnp.ndarray  # f64: largest gap between tokens
+  tbt_mean: jnp.ndarray  # f64: (last - first token) / (out_len - 1), 0 for one token
+  n_preempt: jnp.ndarray  # i32: preemptions suffered
+  gain: jnp.ndarray  # f64: soft service gain (latency class; others scored from e2e)
+  good_tokens: jnp.ndarray  # f64: hard SLO token goodput (latency class)
+
+
+@flax.struct.dataclass
+class State:
+  """Engine state: the table, the clock, counters and per-request outputs."""
+
+  slots: Slots  # the request table
+  t: jnp.ndarray  # f64: clock (s)
+  step: jnp.ndarray  # i32: iterations so far
+  key: jnp.ndarray  # typed key: the loop key, folded with the step
+  free_blocks: jnp.ndarray  # i32: free KV blocks
+  online_ptr: jnp.ndarray  # i32: next workload index to admit
+  next_seq: jnp.ndarray  # i32: next queue order number
+  busy_time: jnp.ndarray  # f64: sum of batch times of non-empty iterations
+  busy_steps: jnp.ndarray  # i32: non-empty iterations
+  n_finished: jnp.ndarray  # i32: finished requests
+  admit_blocked: jnp.ndarray  # i32: due arrivals that found no free slot (item-steps)
+  n_mem_preempt: jnp.ndarray  # i32: preemptions for KV memory
+  n_policy_preempt: jnp.ndarray  # i32: preemptions asked by the policy
+  tokens: jnp.ndarray  # f64: tokens processed (prefill + decode)
+  stage_done: jnp.ndarray  # i32[n_jobs, max_stages]: finished nodes per job and stage
+  outputs: Outputs  # per-request results
+
+
+@flax.struct.dataclass
+class Obs:
+  """What a policy may see: the table without true lengths, BLOCKED slots shown as EMPTY."""
+
+  slots: Slots  # out_len is -1 everywhere
+  t: jnp.ndarray  # f64: clock
+  step: jnp.ndarray  # i32: iteration
+  free_blocks: jnp.ndarray  # i32: free KV blocks
+  busy_time: jnp.ndarray  # f64: sum of batch times so far
+  busy_steps: jnp.ndarray  # i32: non-empty iterations so far
+
+
+class Action(NamedTuple):
+  grant: jnp.ndarray  # i32[n_slots]: tokens asked for this iteration (projected by the env)
+  priority: jnp.ndarray  # f32[n_slots]: order of the projection and of memory victims
+  preempt: jnp.ndarray  # bool[n_slots]: preempt by recompute
+
+
+class Env(NamedTuple):
+  """A serving engine as pure functions (see `make`)."""
+
+  config: EnvConfig
+  init: object  # (key, params, workload) -> State
+  step: object  # (key, state, action, params, workload) -> State
+  observe: object  # (state) -> Obs
+
+
+def _ceil_div(a, b):
+  return (a + b - 1) // b
+
+
+def sortable_key(priority):
+  """Maps float32 priorities to int32 keys with the same order (-0.0 == 0.0, NaN lowest)."""
+  p = jnp.where(jnp.isnan(priority), -jnp.inf, priority).astype(jnp.float32) + jnp.float32(0.0)
+  bits = jax.lax.bitcast_convert_type(p, jnp.int32)
+  return jnp.where(bits >= 0, bits, bits ^ jnp.int32(0x7FFFFFFF))
+
+
+def new_blocks(prefilled, tokens, kv_blocks):
+  """KV blocks a slot must add to hold `prefilled + tokens` tokens."""
+  return jnp.maximum(_ceil_div(prefilled + tokens, BLOCK_SIZE) - kv_blocks, 0)
+
+
+def fill(
+  priority,
+  demand,
+  is_prefill,
+  prefilled,
+  kv_blocks,
+  free_blocks,
+  token_budget,
+  max_seqs,
+  watermark_blocks,
+  chunked: bool,
+):
+  """Longest feasible prefix of the candidates in priority order, last prefill chunk cut.
+
+  Order: priority descending (float32), then slot index ascending. A batch is feasible when its
+  tokens fit `token_budget`, it has at most `max_seqs` requests and its new KV blocks fit
+  `free_blocks` (minus `watermark_blocks` when it holds a prefill chunk).
+
+  No sort: a binary search over the int32 image of the priorities finds the largest feasible
+  set of whole priority levels (33 rounds of masked sums), then the boundary level is walked
+  in slot order with one cumsum. Cost O(n_slots * 33), and it vectorises under vmap, unlike a sort.
+
+  Returns the granted tokens, int32[n_slots].
+  """
+  cand = demand > 0
+  demand = jnp.where(cand, demand, 0)
+  blocks = jnp.where(cand, new_blocks(prefilled, demand, kv_blocks), 0)
+  imin, imax = jnp.iinfo(jnp.int32).min, jnp.iinfo(jnp.int32).max
+  key = jnp.where(cand, sortable_key(priority), imin)
+  pre = cand & is_prefill
+
+  def feasible(tokens, count, blks, has_prefill):
+    headroom = free_blocks - jnp.where(has_prefill, watermark_blocks, 0)
+    return (tokens <= token_budget) & (count <= max_seqs) & (blks <= headroom)
+
+  def feasible_above(v):
+    m = key >= v
+    return feasible(
+      jnp.sum(jnp.where(m, demand, 0)),
+      jnp.sum(m),
+      jnp.sum(jnp.where(m, blocks, 0)),
+      jnp.any(m & pre),
+    )
+
+  # Invariant: the set above hi fits, the set above lo does not (lo is below every key).
+  def bisect(_, bounds):
+    lo, hi = bounds
+    mid = (lo + hi) // 2
+    ok = feasible_above(mid.astype(jnp.int32))
+    return jnp.where(ok, lo, mid), jnp.where(ok, mid, hi)
+
+  lo0 = jnp.min(jnp.where(cand, key, imax)).astype(jnp.int64) - 1
+  hi0 = jnp.max(key).astype(jnp.int64) + 1
+
+  def search():
+    return jax.lax.fori_loop(0, 33, bisect, (lo0, hi0), unroll=True)[1]
+
+  # Under light load everything fits; a single run then skips the search (under vmap the
+  # cond becomes a select and both sides run).
+  cut = jax.lax.cond(feasible_above(lo0 + 1), lambda: lo0 + 1, search)
+  base = cand & (key >= cut)
+
+  # The next priority level below the cut does not fit whole: walk it in slot order.
+  below = cand & (key < cut)
+  level = jnp.max(jnp.where(below, key, imin))
+  in_level = below & (key == level)
+  tok_cum = jnp.sum(jnp.where(base, demand, 0)) + jnp.cumsum(jnp.where(in_level, demand, 0))
+  cnt_cum = jnp.sum(base) + jnp.cumsum(in_level)
+  blk_cum = jnp.sum(jnp.where(base, blocks, 0)) + jnp.cumsum(jnp.where(in_level, blocks, 0))
+  pre_cum = jnp.any(base & pre) | (jnp.cumsum(in_level & pre) > 0)
+  fits = in_level & feasible(tok_cum, cnt_cum, blk_cum, pre_cum)
+  whole = base | fits
+
+  # The first candidate of the level that does not fit may still take a partial prefill chunk.
+  stop = in_level & ~fits
+  b = jnp.argmax(stop)
+  tokens_before = jnp.sum(jnp.where(whole, demand, 0))
+  chunk = jnp.minimum(token_budget - tokens_before, demand[b])
+  ok_partial = (
+    jnp.any(stop)
+    & chunked
+    & pre[b]
+    & (chunk > 0)
+    & feasible(
+      tokens_before + chunk,
+      jnp.sum(whole) + 1,
+      jnp.sum(jnp.where(whole, blocks, 0)) + new_blocks(prefilled[b], chunk, kv_blocks[b]),
+      True,
+    )
+  )
+  grant = jnp.where(whole, demand, 0)
+  return grant.at[b].add(jnp.where(ok_partial, chunk, 0)).astype(jnp.int32)
+
+
+def _check_x64():
+  if not jax.config.jax_enable_x64:
+    raise RuntimeError(
+      "llm_serving keeps time in float64: call jax.config.update('jax_enable_x64', True) "
+      "before building the environment."
+    )
+
+
+def init(key, params: EnvParams, workload, config: EnvConfig) -> State:
+  """An empty engine at t = 0 with every request still in the workload stream."""
+  n, s = workload.n_total, config.n_slots
+  i32 = lambda v: jnp.full((s,), v, jnp.int32)  # noqa: E731
+  f64 = lambda v: jnp.full((s,), v, jnp.float64)  # noqa: E731
+  slots = Slots(
+    wid=i32(-1),
+    status=i32(EMPTY),
+    arrival=f64(0.0),
+    release=f64(0.0),
+    seq=i32(0),
+    prompt_len=i32(0),
+    out_len=i32(0),
+    generated=i32(0),
+    prefilled=i32(0),
+    kv_blocks=i32(0),
+    first_tok_t=f64(jnp.nan),
+    last_tok_t=f64(jnp.nan),
+    tbt_sum=f64(0.0),
+    tbt_max=f64(0.0),
+    n_preempt=i32(0),
+    gain=f64(0.0),
+    good_tokens=f64(0.0),
+    cls=i32(0),
+    slo_ttft=f64(jnp.inf),
+    slo_tbt=f64(jnp.inf),
+    deadline_abs=f64(jnp.inf),
+    job_id=i32(-1),
+    stage=i32(0),
+    client_id=i32(0),
+    n_stages=i32(1),
+  )
+  nan = jnp.full((n,), jnp.nan, jnp.float64)
+  outputs = Outputs(
+    finish_t=nan,
+    release=nan,
+    ttft=nan,
+    tbt_max=nan,
+    tbt_mean=nan,
+    n_preempt=jnp.zeros((n,), jnp.int32),
+    gain=jnp.zeros((n,), jnp.float64),
+    good_tokens=jnp.zeros((n,), jnp.float64),
+  )
+  zero_i = jnp.zeros((), jnp.int32)
+  zero_f = jnp.zeros((), jnp.float64)
+  return State(
+    slots=slots,
+    t=zero_f,
+    step=zero_i,
+    key=key,
+    free_blocks=jnp.asarray(params.num_blocks, jnp.int32),
+    online_ptr=zero_i,
+    next_seq=zero_i,
+    busy_time=zero_f,
+    busy_steps=zero_i,
+    n_finished=zero_i,
+    admit_blocked=zero_i,
+    n_mem_preempt=zero_i,
+    n_policy_preempt=zero_i,
+    tokens=zero_f,
+    stage_done=jnp.zeros((workload.n_jobs, workload.max_stages), jnp.int32),
+    outputs=outputs,
+  )
+
+
+def observe(state: State) -> Obs:
+  """The policy's view: no true output lengths, future DAG calls hidden."""
+  sl = state.slots
+  hidden = sl.status == BLOCKED
+  visible = sl.replace(
+    wid=jnp.where(hidden, -1, sl.wid),
+    status=jnp.where(hidden, EMPTY, sl.status),
+    out_len=jnp.full_like(sl.out_len, -1),
+  )
+  return Obs(
+    slots=visible,
+    t=state.t,
+    step=state.step,
+    free_blocks=state.free_blocks,
+    busy_time=state.busy_time,
+    busy_steps=state.busy_steps,
+  )
+
+
+def remaining(slots):
+  """Tokens left in the current prefill target (1 in decode phase)."""
+  return slots.prompt_len + slots.generated - slots.prefilled
+
+
+def in_decode(slots):
+  return (slots.generated >= 1) & (remaining(slots) == 1)
+
+
+def runnable(slots, t):
+  active = (slots.status == WAITING) | (slots.status == RUNNING) | (slots.status == PREEMPTED)
+  return active & (slots.release <= t)
+
+
+def _admit(state: State, params: EnvParams, workload, admit_max: int) -> State:
+  sl, n = state.slots, workload.n_total
+  idx = state.online_ptr + jnp.arange(admit_max, dtype=jnp.int32)
+  due = (idx < n) & (workload.arrival[jnp.minimum(idx, n - 1)] / params.arrival_scale <= state.t)
+  n_due = jnp.sum(due, dtype=jnp.int32)  # a prefix: the stream is sorted
+  free = sl.status == EMPTY
+  rank = jnp.cumsum(free, dtype=jnp.int32) - 1
+  n_admit = jnp.minimum(n_due, jnp.sum(free, dtype=jnp.int32))
+  take = free & (rank < n_admit)
+  src = jnp.minimum(state.online_ptr + rank, n - 1)
+  get = lambda field: jnp.where(take, field[src], 0)  # noqa: E731
+  put = lambda field, value: jnp.where(take, value, field)  # noqa: E731
+
+  arrival = workload.arrival[src] / params.arrival_scale
+  stage = get(workload.stage)
+  cls = get(workload.cls)
+  first_stage = take & (stage == 0)
+  seq = state.next_seq + jnp.cumsum(first_stage, dtype=jnp.int32) - 1
+  job = jnp.where(take, workload.job_id[src], -1)
+  n_stages = jnp.where(job >= 0, workload.n_stages[jnp.maximum(job, 0)], 1)
+  deadline_abs = jnp.where(cls == 0, jnp.inf, arrival + workload.deadline[src])
+  slots = sl.replace(
+    wid=put(sl.wid, src),
+    status=put(sl.status, jnp.where(stage == 0, WAITING, BLOCKED)),
+    arrival=put(sl.arrival, arrival),
+    release=put(sl.release, arrival),
+    seq=jnp.where(first_stage, seq, sl.seq),
+    prompt_len=put(sl.prompt_len, get(workload.prompt_len)),
+    out_len=put(sl.out_len, get(workload.out_len)),
+    generated=put(sl.generated, 0),
+    prefilled=put(sl.prefilled, 0),
+    kv_blocks=put(sl.kv_blocks, 0),
+    first_tok_t=put(sl.first_tok_t, jnp.nan),
+    last_tok_t=put(sl.last_tok_t, jnp.nan),
+    tbt_sum=put(sl.tbt_sum, 0.0),
+    tbt_max=put(sl.tbt_max, 0.0),
+    n_preempt=put(sl.n_preempt, 0),
+    gain=put(sl.gain, 0.0),
+    good_tokens=put(sl.good_tokens, 0.0),
+    cls=put(sl.cls, cls),
+    slo_ttft=put(sl.slo_ttft, workload.slo_ttft[src]),
+    slo_tbt=put(sl.slo_tbt, workload.slo_tbt[src]),
+    deadline_abs=put(sl.deadline_abs, deadline_abs),
+    job_id=put(sl.job_id, job),
+    stage=put(sl.stage, stage),
+    client_id=put(sl.client_id, get(workload.client_id)),
+    n_stages=put(sl.n_stages, n_stages),
+  )
+  return state.replace(
+    slots=slots,
+    online_ptr=state.online_ptr + n_admit,
+    next_seq=state.next_seq + jnp.sum(first_stage, dtype=jnp.int32),
+    admit_blocked=state.admit_blocked + n_due - n_admit,
+  )
+
+
+def _preempt(slots, mask):
+  """Recompute preemption: the KV is dropped, the prompt and output so far are prefilled again."""
+  freed = jnp.sum(jnp.where(mask, slots.kv_blocks, 0), dtype=jnp.int32)
+  slots = slots.replace(
+    status=jnp.where(mask, PREEMPTED, slots.status),
+    prefilled=jnp.where(mask, 0, slots.prefilled),
+    kv_blocks=jnp.where(mask, 0, slots.kv_blocks),
+    n_preempt=slots.n_preempt + mask,
+  )
+  return slots, freed
+
+
+def _memory_victim(slots, key):
+  """One-hot mask of the lowest-priority slot holding KV blocks (last in the ordering rule)."""
+  holders = slots.kv_blocks > 0
+  low = jnp.min(jnp.where(holders, key, jnp.iinfo(jnp.int32).max))
+  at_low = holders & (key == low)
+  last = jnp.max(jnp.where(at_low, jnp.arange(key.shape[0]), -1))
+  return jnp.arange(key.shape[0]) == last
+
+
+def _features(slots, grant, decode):
+  granted = grant > 0
+  pre = granted & ~decode
+  dec = granted & decode
+  c = jnp.where(pre, grant, 0).astype(jnp.float64)
+  k = jnp.where(pre, slots.prefilled, 0).astype(jnp.float64)
+  d = jnp.where(dec, slots.prefilled + 1, 0).astype(jnp.float64)
+  return timing.Features(
+    n_p=jnp.sum(pre).astype(jnp.float64),
+    n_d=jnp.sum(dec).astype(jnp.float64),
+    s_p=jnp.sum(c),
+    q=jnp.sum(c * c),
+    a=jnp.sum(c * (k + c)),
+    k=jnp.sum(k + c),
+    s_d=jnp.sum(d),
+  )
+
+
+def _latency_gain(slots, emit, t, params: EnvParams):
+  """Soft and hard service gain of the tokens emitted at t by latency-class slots."""
+  alpha, w = params.alpha, params.decode_weight
+  clamp = lambda x: jnp.clip(x, 1e-6, 1.0)  # noqa: E731
+  lat = emit & (slots.cls == 0)
+  first = lat & (slots.generated == 1)
+  later = lat & (slots.generated >= 2)
+  ttft = slots.first_tok_t - slots.release
+  prompt = slots.prompt_len.astype(jnp.float64)
+  soft_first = prompt * clamp(slots.slo_ttft / ttft) ** alpha
+  hard_first = jnp.where(ttft <= slots.slo_ttft, prompt, 0.0)
+  j1 = (slots.generated - 1).astype(jnp.float64)
+  expected = (t - slots.release - jnp.minimum(ttft, slots.slo_ttft)) / slots.slo_tbt
+  ratio = jnp.where(expected > 0, j1 / jnp.where(expected > 0, expected, 1.0), 1.0)
+  soft_next = w * clamp(ratio) ** alpha
+  hard_next = jnp.where(t <= slots.release + slots.slo_ttft + j1 * slots.slo_tbt, w, 0.0)
+  soft = jnp.where(first, soft_first, jnp.where(later, soft_next, 0.0))
+  hard = jnp.where(first, hard_first, jnp.where(later, hard_next, 0.0))
+  return slots.replace(gain=slots.gain + soft, good_tokens=slots.good_tokens + hard)
+
+
+def step(key, state: State, action: Action, params: EnvParams, workload, config: EnvConfig):
+  """One engine iteration (docs/llm_serving_semantics.md, steps 1-11)."""
+  # 1. admission from the arrival stream
+  state = _admit(state, params, workload, config.admit_max)
+  sl, t = state.slots, state.t
+
+  # 2. policy preemption
+  asked = action.preempt & (sl.status == RUNNING)
+  sl, freed = _preempt(sl, asked)
+  free_blocks = state.free_blocks + freed
+
+  # 3. memory preemption: one victim when the running decodes cannot all grow
+  prio_key = sortable_key(action.priority)
+  decode = in_decode(sl)
+  need = jnp.sum(
+    jnp.where(decode & (sl.status == RUNNING), new_blocks(sl.prefilled, 1, sl.kv_blocks), 0)
+  )
+  short = need > free_blocks
+  victim = _memory_victim(sl, prio_key) & short
+  sl, freed = _preempt(sl, victim)
+  free_blocks = free_blocks + freed
+  preempted_now = asked | victim
+
+  # 4. projection of the policy's wish onto a feasible batch
+  decode = in_decode(sl)
+  left = remaining(sl)
+  demand = jnp.where(
+    runnable(sl, t) & ~preempted_now, jnp.minimum(jnp.maximum(action.grant, 0), left), 0
+  )
+  watermark_blocks = jnp.floor(params.watermark * params.num_blocks).astype(jnp.int32)
+  grant = fill(
+    action.priority,
+    demand,
+    ~decode,
+    sl.prefilled,
+    sl.kv_blocks,
+    free_blocks,
+    params.token_budget,
+    params.max_seqs,
+    watermark_blocks,
+    config.chunked_prefill,
+  )
+  granted = grant > 0
+  added = jnp.where(granted, new_blocks(sl.prefilled, grant, sl.kv_blocks), 0)
+  free_blocks = free_blocks - jnp.sum(added, dtype=jnp.int32)
+
+  # 5-6. batch time and clock
+  batch_time = timing.batch_time(config.time_model, params.time_coef, _features(sl, grant, decode))
+  eps = jax.random.normal(jax.random.fold_in(state.key, state.step), dtype=jnp.float64)
+  dt = batch_time * jnp.exp(params.noise_sigma * eps)
+  busy = jnp.any(granted)
+  n = workload.n_total
+  next_arrival = jnp.where(
+    state.online_ptr < n,
+    workload.arrival[jnp.minimum(state.online_ptr, n - 1)] / params.arrival_scale,
+    jnp.inf,
+  )
+  pending = ((sl.status == WAITING) | (sl.status == PREEMPTED)) & (sl.release > t)
+  next_release = jnp.min(jnp.where(pending, sl.release, jnp.inf))
+  wake = jnp.minimum(next_arrival, next_release)
+  t = jnp.where(busy, t + dt, jnp.where(jnp.isfinite(wake), jnp.maximum(t, wake), t))
+
+  # 7. advance: finished prefill targets and decodes emit one token at t
+  prefilled = sl.prefilled + grant
+  emit = granted & (sl.prompt_len + sl.generated - prefilled == 0)
+  generated = sl.generated + emit
+  gap = t - sl.last_tok_t
+  later = emit & (generated >= 2)
+  sl = sl.replace(
+    status=jnp.where(granted, RUNNING, sl.status),
+    prefilled=prefilled,
+    kv_blocks=sl.kv_blocks + added,
+    generated=generated,
+    first_tok_t=jnp.where(emit & (generated == 1), t, sl.first_tok_t),
+    last_tok_t=jnp.where(emit, t, sl.last_tok_t),
+    tbt_sum=jnp.where(later, sl.tbt_sum + gap, sl.tbt_sum),
+    tbt_max=jnp.where(later, jnp.maximum(sl.tbt_max, gap), sl.tbt_max),
+  )
+  # 8. service gain of the latency class
+  sl = _latency_gain(sl, emit, t, params)
+
+  # 9. finish: write the outputs once, free the slot
+  fin = emit & (generated == sl.out_len)
+  dst = jnp.where(fin, sl.wid, n)
+  out = state.outputs
+  tbt_mean = jnp.where(
+    sl.out_len > 1, (sl.last_tok_t - sl.first_tok_t) / jnp.maximum(sl.out_len - 1, 1), 0.0
+  )
+  write = lambda arr, v: arr.at[dst].set(v, mode="drop")  # noqa: E731
+  out = out.replace(
+    finish_t=write(out.finish_t, t),
+    release=write(out.release, sl.release),
+    ttft=write(out.ttft, sl.first_tok_t - sl.release),
+    tbt_max=write(out.tbt_max, sl.tbt_max),
+    tbt_mean=write(out.tbt_mean, tbt_mean),
+    n_preempt=write(out.n_preempt, sl.n_preempt),
+    gain=write(out.gain, sl.gain),
+    good_tokens=write(out.good_tokens, sl.good_tokens),
+  )
+  free_blocks = free_blocks + jnp.sum(jnp.where(fin, sl.kv_blocks, 0), dtype=jnp.int32)
+  n_jobs = workload.n_jobs
+  node_fin = fin & (sl.job_id >= 0)
+  stage_done = state.stage_done.at[jnp.where(node_fin, sl.job_id, n_jobs), sl.stage].add(
+    1, mode="drop"
+  )
+  sl = sl.replace(
+    wid=jnp.where(fin, -1, sl.wid),
+    status=jnp.where(fin, EMPTY, sl.status),
+    kv_blocks=jnp.where(fin, 0, sl.kv_blocks),
+  )
+
+  # 10. DAG release: a node runs once every node of the previous stage has finished
+  job = jnp.maximum(sl.job_id, 0)
+  prev = jnp.maximum(sl.stage - 1, 0)
+  ready = (sl.status == BLOCKED) & (stage_done[job, prev] == workload.width[job, prev])
+  seq = state.next_seq + jnp.cumsum(ready, dtype=jnp.int32) - 1
+  sl = sl.replace(
+    status=jnp.where(ready, WAITING, sl.status),
+    release=jnp.where(ready, t + params.step_delay, sl.release),
+    seq=jnp.where(ready, seq, sl.seq),
+  )
+  del key  # the env's randomness comes from the loop key in the state
+  return state.replace(
+    slots=sl,
+    t=t,
+    step=state.step + 1,
+    free_blocks=free_blocks,
+    next_seq=state.next_seq + jnp.sum(ready, dtype=jnp.int32),
+    busy_time=state.busy_time + jnp.where(busy, dt, 0.0),
+    busy_steps=state.busy_steps + busy,
+    n_finished=state.n_finished + jnp.sum(fin, dtype=jnp.int32),
+    n_mem_preempt=state.n_mem_preempt + jnp.sum(victim, dtype=jnp.int32),
+    n_policy_preempt=state.n_policy_preempt + jnp.sum(asked, dtype=jnp.int32),
+    tokens=state.tokens + jnp.sum(grant).astype(jnp.float64),
+    stage_done=stage_done,
+    outputs=out,
+  )
+
+
+def make(config: EnvConfig | None = None) -> Env:
+  """The engine for one static configuration. Requires jax_enable_x64 (time is float64)."""
+  _check_x64()
+  config = EnvConfig() if config is None else config
+  if config.time_model not in ("roofline", "linear"):
+    raise ValueError(f"EnvConfig.time_model={config.time_model!r}: use 'roofline' or 'linear'")
+  if config.n_slots < 1 or config.admit_max < 1:
+    raise ValueError(f"EnvConfig needs n_slots >= 1 and admit_max >= 1, got {config}")
+  return Env(
+    config=config,
+    init=lambda key, params, workload: init(key, params, workload, config),
+    step=lambda key, state, action, params, workload: step(
+      key, state, action, params, workload, config
+    ),
+    observe=observe,
+  )
