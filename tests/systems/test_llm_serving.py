@@ -1,0 +1,246 @@
+"""Jitted serving engine: invariants, jit/vmap consistency, visibility rules."""
+
+from __future__ import annotations
+
+import chex
+import jax
+import jax.numpy as jnp
+import numpy as np
+import pytest
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
+
+from jaxsys.lib import sim
+from jaxsys.scheduling import baselines, common, tempo
+from jaxsys.systems import llm_serving as ls
+from tests.systems.serving_fixtures import small_params, small_workload
+
+
+def _bound(wl):
+  return common.LengthBound.from_table(
+    np.array([64, 256], np.float32), np.full((3, 4), 30.0, np.float32)
+  )
+
+
+POLICIES = {
+  "fcfs": (baselines.fcfs, lambda wl: ()),
+  "sarathi": (baselines.sarathi, lambda wl: ()),
+  "ltr": (baselines.ltr, _bound),
+  "edf": (baselines.edf, lambda wl: ()),
+  "srtf": (baselines.srtf, lambda wl: ()),
+  "las": (lambda: baselines.las(n_jobs=4), lambda wl: ()),
+  "vtc": (lambda: baselines.vtc(n_clients=3), lambda wl: ()),
+  "tempo": (lambda: tempo.tempo(plan_every=8), lambda wl: tempo.default_params(_bound(wl), 4)),
+}
+
+
+def _stepwise(env, policy, params, pparams, wl, max_steps=20_000):
+  """Runs step by step on the host, checking the invariants after every step."""
+  key = jax.random.key(0)
+  state = env.init(key, params, wl)
+  pstate = policy.init(pparams, env.observe(state))
+  act = jax.jit(policy.act)
+  plan = jax.jit(policy.plan)
+  step = jax.jit(env.step)
+  n = wl.n_total
+  num_blocks = int(params.num_blocks)
+  for i in range(max_steps):
+    if int(state.n_finished) == n:
+      break
+    obs = env.observe(state)
+    if i % policy.plan_every == 0:
+      pstate = plan(pstate, obs, pparams)
+    k = jax.random.fold_in(state.key, state.step)
+    action, pstate = act(k, pstate, obs, pparams)
+    before = state
+    state = step(k, state, action, params, wl)
+    sl = jax.tree.map(np.asarray, state.slots)
+    # clock never goes back; tokens per step within the budget
+    assert float(state.t) >= float(before.t)
+    assert float(state.tokens - before.tokens) <= int(params.token_budget)
+    # KV capacity: blocks held plus free blocks is the whole cache, never negative
+    assert int(state.free_blocks) >= 0
+    assert sl.kv_blocks.sum() + int(state.free_blocks) == num_blocks
+    assert np.all(sl.kv_blocks * ls.BLOCK_SIZE >= sl.prefilled)
+    # no request lost or duplicated
+    live = sl.wid[sl.wid >= 0]
+    assert len(set(live.tolist())) == len(live)
+    finished = np.isfinite(np.asarray(state.outputs.finish_t))
+    assert not np.any(finished[live])
+    assert finished.sum() == int(state.n_finished)
+    assert finished.sum() + len(live) == int(state.online_ptr)
+    # never more tokens than the true output length
+    assert np.all(sl.generated[sl.wid >= 0] <= sl.out_len[sl.wid >= 0])
+  assert int(state.n_finished) == n, "workload did not finish"
+  return state
+
+
+@pytest.mark.parametrize("name", sorted(POLICIES))
+def test_invariants_every_policy(name):
+  make_policy, make_params = POLICIES[name]
+  wl = small_workload(1, n=30, dag_jobs=2)
+  env = ls.make(ls.EnvConfig(n_slots=24, admit_max=4))
+  _stepwise(env, make_policy(), small_params(num_blocks=120), make_params(wl), wl)
+
+
+@settings(max_examples=25, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(
+  seed=st.integers(0, 10_000),
+  blocks=st.integers(60, 400),
+  budget=st.integers(16, 512),
+  chunked=st.booleans(),
+)
+def test_invariants_random_workloads(seed, blocks, budget, chunked):
+  wl = small_workload(seed, n=16, rate=50.0, dag_jobs=1)
+  budget = budget if chunked else max(budget, 700)
+  env = ls.make(ls.EnvConfig(n_slots=20, admit_max=3, chunked_prefill=chunked))
+  params = small_params(num_blocks=blocks, token_budget=budget, max_seqs=4)
+  _stepwise(env, baselines.sarathi(), params, (), wl)
+
+
+def test_rollout_matches_stepwise_and_outputs_sane():
+  wl = small_workload(3, n=30, dag_jobs=2)
+  env = ls.make(ls.EnvConfig(n_slots=24, admit_max=4))
+  params = small_params()
+  ref = _stepwise(env, baselines.fcfs(), params, (), wl)
+  state, _ = sim.rollout(env, baselines.fcfs(), params, (), jax.random.key(0), wl, chunk_steps=64)
+  np.testing.assert_allclose(state.outputs.finish_t, ref.outputs.finish_t, rtol=0, atol=1e-12)
+  out = state.outputs
+  assert np.all(np.asarray(out.ttft) > 0)
+  assert np.all(np.asarray(out.finish_t) >= np.asarray(out.release) + np.asarray(out.ttft))
+  # DAG nodes are released only after their parents finished
+  job, stage = np.asarray(wl.job_id), np.asarray(wl.stage)
+  for j in range(2):
+    for s in (1, 2):
+      parents = np.asarray(out.finish_t)[(job == j) & (stage == s - 1)]
+      kids = np.asarray(out.release)[(job == j) & (stage == s)]
+      np.testing.assert_allclose(kids, parents.max())
+
+
+def test_jit_equals_eager():
+  wl = small_workload(4, n=10)
+  env = ls.make(ls.EnvConfig(n_slots=12, admit_max=4))
+  params = small_params()
+  policy = baselines.sarathi()
+  state = env.init(jax.random.key(1), params, wl)
+  for _ in range(30):
+    obs = env.observe(state)
+    action, _ = policy.act(None, (), obs, ())
+    with jax.disable_jit():
+      eager = env.step(None, state, action, params, wl)
+    jitted = jax.jit(env.step)(None, state, action, params, wl)
+    chex.assert_trees_all_close(
+      jax.tree.map(np.asarray, eager.slots), jax.tree.map(np.asarray, jitted.slots)
+    )
+    state = jitted
+
+
+def test_policies_never_read_out_len():
+  wl = small_workload(5, n=20)
+  env = ls.make(ls.EnvConfig(n_slots=24, admit_max=8))
+  params = small_params()
+  state, _ = sim.rollout(
+    env, baselines.fcfs(), params, (), jax.random.key(0), wl, chunk_steps=64, max_steps=64
+  )
+  obs = env.observe(state)
+  assert np.all(np.asarray(obs.slots.out_len) == -1)
+  for name, (make_policy, make_params) in POLICIES.items():
+    policy, pp = make_policy(), make_params(wl)
+    pstate = policy.init(pp, obs)
+    a1, _ = policy.act(None, pstate, obs, pp)
+    tampered = obs.replace(slots=obs.slots.replace(out_len=obs.slots.out_len + 1000))
+    a2, _ = policy.act(None, pstate, tampered, pp)
+    chex.assert_trees_all_equal(a1, a2, custom_message=name)
+
+
+def test_blocked_dag_nodes_are_hidden():
+  wl = small_workload(6, n=4, dag_jobs=1, rate=1000.0)
+  env = ls.make(ls.EnvConfig(n_slots=12, admit_max=8))
+  state = env.init(jax.random.key(0), small_params(), wl)
+  action = ls.Action(jnp.zeros(12, jnp.int32), jnp.zeros(12, jnp.float32), jnp.zeros(12, bool))
+  state = env.step(None, state.replace(t=jnp.asarray(100.0)), action, small_params(), wl)
+  assert np.any(np.asarray(state.slots.status) == ls.BLOCKED)
+  obs = env.observe(state)
+  assert not np.any(np.asarray(obs.slots.status) == ls.BLOCKED)
+  assert np.all(np.asarray(obs.slots.wid)[np.asarray(state.slots.status) == ls.BLOCKED] == -1)
+
+
+def test_vmap_over_arrival_scale_equals_separate_runs():
+  wl = small_workload(7, n=24)
+  env = ls.make(ls.EnvConfig(n_slots=24, admit_max=4))
+  scales = [0.5, 1.0, 2.0]
+  params = sim.stack([small_params(arrival_scale=s) for s in scales])
+  keys = jax.random.split(jax.random.key(0), len(scales))
+  swept, _ = sim.sweep(env, baselines.sarathi(), params, (), keys, wl, chunk_steps=128)
+  for i, s in enumerate(scales):
+    one, _ = sim.rollout(
+      env, baselines.sarathi(), small_params(arrival_scale=s), (), keys[i], wl, chunk_steps=128
+    )
+    np.testing.assert_allclose(swept.outputs.finish_t[i], one.outputs.finish_t, atol=1e-12)
+
+
+def test_rollout_does_not_retrace():
+  env = ls.make(ls.EnvConfig(n_slots=16, admit_max=4))
+  counted = chex.assert_max_traces(n=1)(ls.step)
+  env = env._replace(step=lambda k, s, a, p, w: counted(k, s, a, p, w, env.config))
+  policy = baselines.fcfs()
+  for seed in range(3):
+    wl = small_workload(seed, n=12)
+    sim.rollout(env, policy, small_params(), (), jax.random.key(seed), wl, chunk_steps=64)
+
+
+def test_fill_matches_sorted_walk():
+  rng = np.random.default_rng(0)
+  for trial in range(200):
+    n = 24
+    prio = rng.integers(-3, 3, n).astype(np.float32) if trial % 2 else rng.normal(size=n)
+    demand = np.where(rng.random(n) < 0.3, 0, rng.integers(1, 80, n)).astype(np.int32)
+    is_pre = rng.random(n) < 0.6
+    demand = np.where(is_pre, demand, np.minimum(demand, 1))
+    prefilled = rng.integers(0, 100, n).astype(np.int32)
+    kv = ((prefilled + 15) // 16).astype(np.int32)
+    free, budget, max_seqs, wm = int(rng.integers(0, 30)), int(rng.integers(1, 200)), 6, 2
+    got = np.asarray(
+      jax.jit(ls.fill, static_argnums=9)(
+        jnp.asarray(prio, jnp.float32),
+        demand,
+        is_pre,
+        prefilled,
+        kv,
+        free,
+        budget,
+        max_seqs,
+        wm,
+        True,
+      )
+    )
+    want = _sorted_walk(prio, demand, is_pre, prefilled, kv, free, budget, max_seqs, wm)
+    np.testing.assert_array_equal(got, want, err_msg=f"trial {trial}")
+
+
+def _sorted_walk(prio, demand, is_pre, prefilled, kv, free, budget, max_seqs, wm):
+  """The fill rule written the obvious way: sort, then walk."""
+  n = len(prio)
+  want = np.zeros(n, np.int32)
+  tok = cnt = blk = 0
+  has_pre = False
+
+  def nb(i, c):
+    return max(0, -(-(prefilled[i] + c) // 16) - kv[i])
+
+  def ok(t, c, b, p):
+    return t <= budget and c <= max_seqs and b <= free - (wm if p else 0)
+
+  for i in sorted(range(n), key=lambda i: (-np.float32(prio[i]), i)):
+    if demand[i] == 0:
+      continue
+    if ok(tok + demand[i], cnt + 1, blk + nb(i, demand[i]), has_pre or is_pre[i]):
+      want[i] = demand[i]
+      tok, cnt, blk = tok + demand[i], cnt + 1, blk + nb(i, demand[i])
+      has_pre = has_pre or is_pre[i]
+      continue
+    c = min(budget - tok, demand[i])
+    if is_pre[i] and c > 0 and ok(tok + c, cnt + 1, blk + nb(i, c), True):
+      want[i] = c
+    break
+  return want
