@@ -15,24 +15,32 @@ def _packages():
 
 
 setuptools.setup(
-    name="jaxsys",
-    version="0.1.0",
-    description="ML-systems research papers as reusable, jittable JAX functions.",
-    python_requires=">=3.11",
-    packages=_packages(),
-    package_dir={f"jaxsys.{folder}": folder for folder in _FOLDERS},
-    install_requires=[
-        "jax>=0.10.0",
-        "flax>=0.12.0",
-        "optax>=0.2.8",
-        "orbax-checkpoint>=0.12.0",
-        "chex>=0.1.90",
-        "absl-py>=2.1",
-        "ml-collections>=1.0",
-        "numpy>=2.0",
-        "matplotlib>=3.9",
+  name="jaxsys",
+  version="0.1.0",
+  description="ML-systems research papers as reusable, jittable JAX functions.",
+  python_requires=">=3.11",
+  packages=_packages(),
+  package_dir={f"jaxsys.{folder}": folder for folder in _FOLDERS},
+  install_requires=[
+    "jax>=0.10.0",
+    "flax>=0.12.0",
+    "optax>=0.2.8",
+    "orbax-checkpoint>=0.12.0",
+    "chex>=0.1.90",
+    "absl-py>=2.1",
+    "ml-collections>=1.0",
+    "numpy>=2.0",
+    "matplotlib>=3.9",
+  ],
+  extras_require={
+    "test": [
+      "pytest>=8",
+      "hypothesis>=6.100",
+      "ruff>=0.6",
+      "nbclient>=0.10",
+      "nbformat>=5.10",
+      "ipykernel>=6.29",
+      "pytest-xdist>=3.5",
     ],
-    extras_require={
-        "test": ["pytest>=8", "hypothesis>=6.100", "ruff>=0.6", "nbclient>=0.10", "nbformat>=5.10", "ipykernel>=6.29", "pytest-xdist>=3.5"],
-    },
+  },
 )

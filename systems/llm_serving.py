@@ -104,6 +104,7 @@ class State:
   admit_blocked: jnp.ndarray  # i32: due arrivals that found no free slot (item-steps)
   n_mem_preempt: jnp.ndarray  # i32: preemptions for KV memory
   n_policy_preempt: jnp.ndarray  # i32: preemptions asked by the policy
+  mem_stall: jnp.ndarray  # bool: the last iteration granted nothing for lack of KV blocks
   tokens: jnp.ndarray  # f64: tokens processed (prefill + decode)
   stage_done: jnp.ndarray  # i32[n_jobs, max_stages]: finished nodes per job and stage
   outputs: Outputs  # per-request results
@@ -243,7 +244,7 @@ def fill(
     )
   )
   grant = jnp.where(whole, demand, 0)
-  return grant.at[b].add(jnp.where(ok_partial, chunk, 0)).astype(jnp.int32)
+  return grant.at[b].add(jnp.where(ok_partial, chunk, 0).astype(grant.dtype)).astype(jnp.int32)
 
 
 def _check_x64():
@@ -313,6 +314,7 @@ def init(key, params: EnvParams, workload, config: EnvConfig) -> State:
     admit_blocked=zero_i,
     n_mem_preempt=zero_i,
     n_policy_preempt=zero_i,
+    mem_stall=jnp.zeros((), bool),
     tokens=zero_f,
     stage_done=jnp.zeros((workload.n_jobs, workload.max_stages), jnp.int32),
     outputs=outputs,
@@ -479,13 +481,14 @@ def step(key, state: State, action: Action, params: EnvParams, workload, config:
   sl, freed = _preempt(sl, asked)
   free_blocks = state.free_blocks + freed
 
-  # 3. memory preemption: one victim when the running decodes cannot all grow
+  # 3. memory preemption: one victim when the running decodes cannot all grow, or when the
+  # last iteration stalled because its first request found no KV blocks
   prio_key = sortable_key(action.priority)
   decode = in_decode(sl)
   need = jnp.sum(
     jnp.where(decode & (sl.status == RUNNING), new_blocks(sl.prefilled, 1, sl.kv_blocks), 0)
   )
-  short = need > free_blocks
+  short = (need > free_blocks) | state.mem_stall
   victim = _memory_victim(sl, prio_key) & short
   sl, freed = _preempt(sl, victim)
   free_blocks = free_blocks + freed
@@ -519,6 +522,9 @@ def step(key, state: State, action: Action, params: EnvParams, workload, config:
   eps = jax.random.normal(jax.random.fold_in(state.key, state.step), dtype=jnp.float64)
   dt = batch_time * jnp.exp(params.noise_sigma * eps)
   busy = jnp.any(granted)
+  # With candidates but no grant, the first one lacked KV blocks (the prefix stops there): the
+  # clock stands still and the next iteration preempts a victim for it.
+  stalled = jnp.any(demand > 0) & ~busy
   n = workload.n_total
   next_arrival = jnp.where(
     state.online_ptr < n,
@@ -528,7 +534,8 @@ def step(key, state: State, action: Action, params: EnvParams, workload, config:
   pending = ((sl.status == WAITING) | (sl.status == PREEMPTED)) & (sl.release > t)
   next_release = jnp.min(jnp.where(pending, sl.release, jnp.inf))
   wake = jnp.minimum(next_arrival, next_release)
-  t = jnp.where(busy, t + dt, jnp.where(jnp.isfinite(wake), jnp.maximum(t, wake), t))
+  idle_t = jnp.where(jnp.isfinite(wake) & ~stalled, jnp.maximum(t, wake), t)
+  t = jnp.where(busy, t + dt, idle_t)
 
   # 7. advance: finished prefill targets and decodes emit one token at t
   prefilled = sl.prefilled + grant
@@ -601,6 +608,7 @@ def step(key, state: State, action: Action, params: EnvParams, workload, config:
     n_finished=state.n_finished + jnp.sum(fin, dtype=jnp.int32),
     n_mem_preempt=state.n_mem_preempt + jnp.sum(victim, dtype=jnp.int32),
     n_policy_preempt=state.n_policy_preempt + jnp.sum(asked, dtype=jnp.int32),
+    mem_stall=stalled,
     tokens=state.tokens + jnp.sum(grant).astype(jnp.float64),
     stage_done=stage_done,
     outputs=out,

@@ -34,44 +34,59 @@ POLICIES = {
 }
 
 
-def _stepwise(env, policy, params, pparams, wl, max_steps=20_000):
-  """Runs step by step on the host, checking the invariants after every step."""
-  key = jax.random.key(0)
-  state = env.init(key, params, wl)
-  pstate = policy.init(pparams, env.observe(state))
-  act = jax.jit(policy.act)
-  plan = jax.jit(policy.plan)
-  step = jax.jit(env.step)
-  n = wl.n_total
-  num_blocks = int(params.num_blocks)
-  for i in range(max_steps):
-    if int(state.n_finished) == n:
-      break
-    obs = env.observe(state)
-    if i % policy.plan_every == 0:
-      pstate = plan(pstate, obs, pparams)
-    k = jax.random.fold_in(state.key, state.step)
-    action, pstate = act(k, pstate, obs, pparams)
-    before = state
-    state = step(k, state, action, params, wl)
-    sl = jax.tree.map(np.asarray, state.slots)
-    # clock never goes back; tokens per step within the budget
-    assert float(state.t) >= float(before.t)
-    assert float(state.tokens - before.tokens) <= int(params.token_budget)
-    # KV capacity: blocks held plus free blocks is the whole cache, never negative
-    assert int(state.free_blocks) >= 0
-    assert sl.kv_blocks.sum() + int(state.free_blocks) == num_blocks
-    assert np.all(sl.kv_blocks * ls.BLOCK_SIZE >= sl.prefilled)
-    # no request lost or duplicated
-    live = sl.wid[sl.wid >= 0]
-    assert len(set(live.tolist())) == len(live)
-    finished = np.isfinite(np.asarray(state.outputs.finish_t))
-    assert not np.any(finished[live])
-    assert finished.sum() == int(state.n_finished)
-    assert finished.sum() + len(live) == int(state.online_ptr)
-    # never more tokens than the true output length
-    assert np.all(sl.generated[sl.wid >= 0] <= sl.out_len[sl.wid >= 0])
-  assert int(state.n_finished) == n, "workload did not finish"
+def _invariants(before, after, params):
+  """Per-step invariants, as booleans (computed inside jit)."""
+  sl = after.slots
+  live = sl.wid >= 0
+  wid_sorted = jnp.sort(jnp.where(live, sl.wid, -1 - jnp.arange(sl.wid.shape[0])))
+  finished = jnp.isfinite(after.outputs.finish_t)
+  checks = {
+    "clock never goes back": after.t >= before.t,
+    "tokens within the budget": after.tokens - before.tokens <= params.token_budget,
+    "free blocks >= 0": after.free_blocks >= 0,
+    "blocks conserved": jnp.sum(sl.kv_blocks) + after.free_blocks == params.num_blocks,
+    "KV holds the prefilled tokens": jnp.all(
+      ~live | (sl.kv_blocks * ls.BLOCK_SIZE >= sl.prefilled)
+    ),
+    "no request twice in the table": jnp.all(wid_sorted[1:] != wid_sorted[:-1]),
+    "finished requests left the table": ~jnp.any(live & finished[jnp.maximum(sl.wid, 0)]),
+    "finished count": jnp.sum(finished) == after.n_finished,
+    "no request lost": jnp.sum(finished) + jnp.sum(live) == after.online_ptr,
+    "generated <= true length": jnp.all(~live | (sl.generated <= sl.out_len)),
+  }
+  return jnp.stack(list(checks.values())), list(checks)
+
+
+def _checked_run(env, policy, params, pparams, wl, periods=400):
+  """Runs `periods * plan_every` steps inside one jit, and-ing every invariant over all steps."""
+
+  def run(params, pparams, wl):
+    state = env.init(jax.random.key(0), params, wl)
+    pstate = policy.init(pparams, env.observe(state))
+    n_checks = len(_invariants(state, state, params)[1])
+
+    def period(carry, _):
+      state, pstate, ok = carry
+      pstate = policy.plan(pstate, env.observe(state), pparams)
+
+      def one(c, _):
+        state, pstate, ok = c
+        key = jax.random.fold_in(state.key, state.step)
+        action, pstate = policy.act(key, pstate, env.observe(state), pparams)
+        new = env.step(key, state, action, params, wl)
+        return (new, pstate, ok & _invariants(state, new, params)[0]), None
+
+      return jax.lax.scan(one, (state, pstate, ok), None, length=policy.plan_every)[0], None
+
+    init = (state, pstate, jnp.ones((n_checks,), bool))
+    (state, _, ok), _ = jax.lax.scan(period, init, None, length=periods)
+    return state, ok
+
+  state, ok = jax.jit(run)(params, pparams, wl)
+  names = _invariants(state, state, params)[1]
+  broken = [n for n, good in zip(names, np.asarray(ok), strict=True) if not good]
+  assert not broken, broken
+  assert int(state.n_finished) == wl.n_total, "workload did not finish"
   return state
 
 
@@ -80,10 +95,10 @@ def test_invariants_every_policy(name):
   make_policy, make_params = POLICIES[name]
   wl = small_workload(1, n=30, dag_jobs=2)
   env = ls.make(ls.EnvConfig(n_slots=24, admit_max=4))
-  _stepwise(env, make_policy(), small_params(num_blocks=120), make_params(wl), wl)
+  _checked_run(env, make_policy(), small_params(num_blocks=120), make_params(wl), wl)
 
 
-@settings(max_examples=25, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@settings(max_examples=50, deadline=None, suppress_health_check=[HealthCheck.too_slow])
 @given(
   seed=st.integers(0, 10_000),
   blocks=st.integers(60, 400),
@@ -95,14 +110,14 @@ def test_invariants_random_workloads(seed, blocks, budget, chunked):
   budget = budget if chunked else max(budget, 700)
   env = ls.make(ls.EnvConfig(n_slots=20, admit_max=3, chunked_prefill=chunked))
   params = small_params(num_blocks=blocks, token_budget=budget, max_seqs=4)
-  _stepwise(env, baselines.sarathi(), params, (), wl)
+  _checked_run(env, baselines.sarathi(), params, (), wl, periods=60)
 
 
 def test_rollout_matches_stepwise_and_outputs_sane():
   wl = small_workload(3, n=30, dag_jobs=2)
   env = ls.make(ls.EnvConfig(n_slots=24, admit_max=4))
   params = small_params()
-  ref = _stepwise(env, baselines.fcfs(), params, (), wl)
+  ref = _checked_run(env, baselines.fcfs(), params, (), wl)
   state, _ = sim.rollout(env, baselines.fcfs(), params, (), jax.random.key(0), wl, chunk_steps=64)
   np.testing.assert_allclose(state.outputs.finish_t, ref.outputs.finish_t, rtol=0, atol=1e-12)
   out = state.outputs
