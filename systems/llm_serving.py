@@ -354,10 +354,20 @@ def runnable(slots, t):
   return active & (slots.release <= t)
 
 
+def scaled_arrival(workload, idx, params: EnvParams):
+  """Arrival of workload item(s) `idx` after the load scaling (clipped to the last item).
+
+  A product with the reciprocal, never a division: XLA may lower a vectorised division
+  differently from a scalar one, and the idle jump must land exactly on an admissible time.
+  """
+  idx = jnp.minimum(idx, workload.n_total - 1)
+  return workload.arrival[idx] * (1.0 / params.arrival_scale)
+
+
 def _admit(state: State, params: EnvParams, workload, admit_max: int) -> State:
   sl, n = state.slots, workload.n_total
   idx = state.online_ptr + jnp.arange(admit_max, dtype=jnp.int32)
-  due = (idx < n) & (workload.arrival[jnp.minimum(idx, n - 1)] / params.arrival_scale <= state.t)
+  due = (idx < n) & (scaled_arrival(workload, idx, params) <= state.t)
   n_due = jnp.sum(due, dtype=jnp.int32)  # a prefix: the stream is sorted
   free = sl.status == EMPTY
   rank = jnp.cumsum(free, dtype=jnp.int32) - 1
@@ -367,7 +377,7 @@ def _admit(state: State, params: EnvParams, workload, admit_max: int) -> State:
   get = lambda field: jnp.where(take, field[src], 0)  # noqa: E731
   put = lambda field, value: jnp.where(take, value, field)  # noqa: E731
 
-  arrival = workload.arrival[src] / params.arrival_scale
+  arrival = scaled_arrival(workload, src, params)
   stage = get(workload.stage)
   cls = get(workload.cls)
   first_stage = take & (stage == 0)
@@ -528,7 +538,7 @@ def step(key, state: State, action: Action, params: EnvParams, workload, config:
   n = workload.n_total
   next_arrival = jnp.where(
     state.online_ptr < n,
-    workload.arrival[jnp.minimum(state.online_ptr, n - 1)] / params.arrival_scale,
+    scaled_arrival(workload, state.online_ptr, params),
     jnp.inf,
   )
   pending = ((sl.status == WAITING) | (sl.status == PREEMPTED)) & (sl.release > t)

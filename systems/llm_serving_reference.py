@@ -424,7 +424,8 @@ def simulate(
 
   f64 = lambda x: np.asarray(x, np.float64).tolist()  # noqa: E731
   i64 = lambda x: np.asarray(x, np.int64).tolist()  # noqa: E731
-  arrival = [a / scale for a in f64(workload.arrival)]
+  inv_scale = 1.0 / scale  # as the jitted env: a product with the reciprocal
+  arrival = [a * inv_scale for a in f64(workload.arrival)]
   prompts, out_lens, classes = i64(workload.prompt_len), i64(workload.out_len), i64(workload.cls)
   slo_ttft, slo_tbt = f64(workload.slo_ttft), f64(workload.slo_tbt)
   deadline = f64(workload.deadline)
