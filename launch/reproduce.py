@@ -16,14 +16,13 @@ from absl import app, flags, logging
 
 from jaxsys.launch import serving
 from jaxsys.launch.configs.serving import tempo_load_sweep
+from jaxsys.lib.registry import REPRODUCTIONS
 
 _WORKDIR = flags.DEFINE_string("workdir", "workdir/demo", "Where the report is written.")
 _SETTING = flags.DEFINE_enum("setting", "quick", ["quick", "smoke", "full"], "Run size.")
 
 # name -> (config factory, run(config, workdir) -> summary, summary -> markdown)
-REPRODUCTIONS = {
-  "tempo": (tempo_load_sweep.get_config, serving.run, serving.report_markdown),
-}
+REPRODUCTIONS.register("tempo", (tempo_load_sweep.get_config, serving.run, serving.report_markdown))
 
 
 def reproduce(workdir: str, setting: str = "quick") -> str:

@@ -18,6 +18,7 @@ from absl import logging
 from jaxsys import scheduling
 from jaxsys.lib import plots, sim
 from jaxsys.lib.writer import MetricWriter
+from jaxsys.scheduling import common
 from jaxsys.systems import llm_serving as ls
 from jaxsys.systems import serving_metrics, timing, workloads
 
@@ -110,8 +111,6 @@ def run(config, workdir):
   coef = timing.get_preset(config.model)
   calib = _workload(config, 10_000)
   edges, table = workloads.length_bound_table(calib.prompt_len, calib.out_len)
-  from jaxsys.scheduling import common
-
   bound = common.LengthBound.from_table(edges, table)
   wls = [_workload(config, seed) for seed in range(config.seeds)]
   base_rate = config.n_requests / float(np.ptp(wls[0].arrival))

@@ -271,3 +271,18 @@ def _sorted_walk(prio, demand, is_pre, prefilled, kv, free, budget, max_seqs, wm
       want[i] = c
     break
   return want
+
+
+def test_sharded_sweep_equals_unsharded():
+  assert jax.device_count() == 8, "tests/conftest.py sets 8 fake CPU devices"
+  from jaxsys.lib import sharding
+
+  wl = small_workload(8, n=20)
+  env = ls.make(ls.EnvConfig(n_slots=24, admit_max=4))
+  params = sim.stack([small_params(arrival_scale=0.5 + 0.25 * i) for i in range(8)])
+  keys = jax.random.split(jax.random.key(0), 8)
+  plain, _ = sim.sweep(env, SARATHI, params, (), keys, wl, chunk_steps=128)
+  mesh = sharding.make_mesh(("config",))
+  sharded, _ = sim.sweep(env, SARATHI, params, (), keys, wl, mesh=mesh, chunk_steps=128)
+  assert len(sharded.outputs.finish_t.sharding.device_set) == 8
+  np.testing.assert_array_equal(np.asarray(sharded.outputs.finish_t), plain.outputs.finish_t)
