@@ -262,6 +262,7 @@ def report_markdown(summary, config) -> str:
   ]
   for name, row in table.items():
     lines.append(f"| {name} | " + " | ".join(_fmt(v) for v in row["slo_token_goodput"]) + " |")
+  lines += ["", *_ordering_notes(table, loads)]
   for key, fig in summary.get("figures", {}).items():
     lines.append(f"\n![{key}]({os.path.basename(fig)})")
   return "\n".join(lines) + "\n"
@@ -273,3 +274,40 @@ def _fmt(v):
 
 def to_json(summary):
   return json.dumps(summary, indent=1, default=float)
+
+
+def _ordering_notes(table, loads):
+  """What the paper expects against what came out, computed from this run's table."""
+  lines = [
+    "Paper (serving.md 6): equal gain at rho = 0.5; from rho ~ 1 Tempo above every baseline, "
+    "ratio over FCFS rising with load, Tempo within ~10% of its oracle.",
+    "",
+    "| rho | best policy by gain | tempo / sarathi | tempo / oracle | tempo rank |",
+    "|---|---|---|---|---|",
+  ]
+  main = [p for p in table if not p.startswith("tempo_") or p == "tempo_oracle"]
+  for i, rho in enumerate(loads):
+    gains = {
+      p: table[p]["service_gain"][i] for p in main if np.isfinite(table[p]["service_gain"][i])
+    }
+    if "tempo" not in gains or "sarathi" not in gains:
+      continue
+    order = sorted(gains, key=gains.get, reverse=True)
+    oracle = gains.get("tempo_oracle", float("nan"))
+    lines.append(
+      f"| {rho:g} | {order[0]} | {gains['tempo'] / gains['sarathi']:.3f} | "
+      f"{gains['tempo'] / oracle:.3f} | {order.index('tempo') + 1} of {len(order)} |"
+    )
+  att = {p: table[p]["latency_slo_attainment"][0] for p in ("tempo", "sarathi") if p in table}
+  lines += [
+    "",
+    "Where this differs from the paper, what we know so far (issue #2 stays open on it): the "
+    "soft gain and the SLO token goodput credit a stream by its cumulative pace, so Tempo lets "
+    "prefills overtake on-pace decodes; request-level attainment, which needs every gap under "
+    "the TBT SLO, then drops for Tempo even at light load (chat requests meeting their SLOs at "
+    f"rho = {loads[0]:g}: tempo {att.get('tempo', float('nan')):.3f}, sarathi "
+    f"{att.get('sarathi', float('nan')):.3f}). At overload EDF/SRTF can lead on gain: the "
+    "conservative P95 bound with alpha = 100 scores a request as lost as soon as its predicted "
+    "finish passes its deadline, so Tempo gives up on requests EDF still saves.",
+  ]
+  return lines

@@ -1,0 +1,22 @@
+"""`make demo`'s job at its smoke size: every reproduction runs and the report links its figures."""
+
+import os
+import re
+
+import pytest
+
+from jaxsys.launch import reproduce
+
+
+@pytest.mark.slow
+def test_reproduce_smoke_writes_report(tmp_path):
+  path = reproduce.reproduce(str(tmp_path), setting="smoke")
+  text = open(path).read()
+  assert "## Tempo" in text
+  assert "| tempo |" in text and "| sarathi |" in text
+  figures = re.findall(r"\]\(([^)]+\.png)\)", text)
+  assert len(figures) >= 5
+  for fig in figures:
+    assert os.path.getsize(tmp_path / fig) > 1000, fig
+  metrics = (tmp_path / "tempo" / "metrics.jsonl").read_text().splitlines()
+  assert len(metrics) >= 8
