@@ -221,7 +221,8 @@ def test_fill_matches_sorted_walk():
   for trial in range(200):
     n = 24
     prio = rng.integers(-3, 3, n).astype(np.float32) if trial % 2 else rng.normal(size=n)
-    demand = np.where(rng.random(n) < 0.3, 0, rng.integers(1, 80, n)).astype(np.int32)
+    sparse = (0.3, 0.6, 0.9)[trial % 3]  # both the small-sort and the bisection branch
+    demand = np.where(rng.random(n) < sparse, 0, rng.integers(1, 80, n)).astype(np.int32)
     is_pre = rng.random(n) < 0.6
     demand = np.where(is_pre, demand, np.minimum(demand, 1))
     prefilled = rng.integers(0, 100, n).astype(np.int32)
