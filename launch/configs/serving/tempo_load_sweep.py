@@ -7,11 +7,13 @@
 Mixed chat / deadline / agentic-DAG workload, Llama-3.1-8B on an A100 (roofline), batch 32,
 chunk 512, alpha 100. Sarathi's saturation rate is found by one vmapped sweep, then every policy
 runs as one vmapped sweep over load x seed. Expected (paper): equal gain at light load; from
-rho ~ 1 Tempo above every baseline, within ~10% of the oracle. Takes ~10 minutes on a laptop CPU
-(`:quick` about 2 minutes, `:smoke` seconds).
+rho ~ 1 Tempo above every baseline, within ~10% of the oracle (what we measure so far differs:
+docs/serving_status.md). On a 2-core CPU `:quick` takes about 2 minutes and `:smoke` about 20 s.
 """
 
 import ml_collections
+
+from jaxsys import scheduling
 
 
 def get_config(arg: str = ""):
@@ -24,18 +26,8 @@ def get_config(arg: str = ""):
   c.base_rate = 4.0  # requests/s of the generated trace before scaling
   c.arrivals = "poisson"  # or "azure": inter-arrival times from the Azure code trace
   c.azure_path = "../shared/data/azure_llm_2023_code.csv"
-  c.policies = (
-    "vllm",
-    "sarathi",
-    "ltr",
-    "srtf",
-    "edf",
-    "las",
-    "vtc",
-    "tempo",
-    "tempo_oracle",
-  )
-  c.ablations = ("tempo_norefine", "tempo_noisy25", "tempo_noisy50", "tempo_nogmax")
+  c.policies = scheduling.SERVING_POLICIES
+  c.ablations = scheduling.ABLATIONS
   c.ablation_load = 1.25
   c.model = "llama31_8b_a100"
   c.max_seqs = 32
