@@ -6,12 +6,10 @@
 
 from __future__ import annotations
 
-import json
 import os
 import time
 
 import jax
-import jax.numpy as jnp
 import numpy as np
 from absl import logging
 
@@ -44,10 +42,6 @@ def _env_params(config, scale, coef, budget=None):
     alpha=config.alpha,
     time_coef=coef,
   )
-
-
-def _stack_workloads(wls):
-  return jax.tree.map(lambda *xs: jnp.stack([jnp.asarray(x) for x in xs]), *wls)
 
 
 def _sweep(config, name, wls, scales, bound, coef):
@@ -84,7 +78,7 @@ def _sweep(config, name, wls, scales, bound, coef):
     params,
     pparams,
     keys,
-    _stack_workloads(wls),
+    sim.stack(wls),
     workload_axis=0,
     chunk_steps=config.chunk_steps,
   )
@@ -270,10 +264,6 @@ def report_markdown(summary, config) -> str:
 
 def _fmt(v):
   return "-" if not np.isfinite(v) else f"{v:,.0f}"
-
-
-def to_json(summary):
-  return json.dumps(summary, indent=1, default=float)
 
 
 def _ordering_notes(table, loads):
