@@ -216,16 +216,11 @@ def _plots(workdir, config, summary, outputs_at):
     figs["ablation"] = plots.bar_plot(
       os.path.join(workdir, "tempo_ablation.png"),
       abl,
-      [table[p]["service_gain"][i] if p in config.policies else _abl(table, p) for p in abl],
+      [table[p]["service_gain"][i] for p in abl],
       ylabel="service gain",
       title=f"Tempo ablations at rho = {config.ablation_load}",
     )
   return figs
-
-
-def _abl(table, name):
-  vals = [v for v in table[name]["service_gain"] if np.isfinite(v)]
-  return vals[0] if vals else float("nan")
 
 
 def report_markdown(summary, config) -> str:

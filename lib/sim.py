@@ -104,6 +104,14 @@ def _run(init, chunk, args, n_total, max_steps, chunk_steps, log_every_s, label)
   return state, pstate
 
 
+def _simulate(env, policy, args, batched, workload_axis, mesh, max_steps, chunk_steps, log_every_s):
+  periods = max(1, chunk_steps // policy.plan_every)
+  init, chunk = _compiled(env, policy, periods, batched, workload_axis, mesh)
+  label = "sweep" if batched else "rollout"
+  steps = periods * policy.plan_every
+  return _run(init, chunk, args, args[-1].n_total, max_steps, steps, log_every_s, label)
+
+
 def rollout(
   env,
   policy,
@@ -117,19 +125,8 @@ def rollout(
   log_every_s: float = 30.0,
 ):
   """Runs one simulation until every request has finished. Returns (state, policy state)."""
-  periods = max(1, chunk_steps // policy.plan_every)
-  init, chunk = _compiled(env, policy, periods, False, None, None)
   args = (key, env_params, policy_params, workload)
-  return _run(
-    init,
-    chunk,
-    args,
-    workload.n_total,
-    max_steps,
-    periods * policy.plan_every,
-    log_every_s,
-    "rollout",
-  )
+  return _simulate(env, policy, args, False, None, None, max_steps, chunk_steps, log_every_s)
 
 
 def sweep(
@@ -153,24 +150,14 @@ def sweep(
   `mesh` (lib/sharding.make_mesh) the config axis is split over its devices; the result is the
   same as without one.
   """
-  periods = max(1, chunk_steps // policy.plan_every)
-  init, chunk = _compiled(env, policy, periods, True, workload_axis, mesh)
-  args = (keys, env_params, policy_params, workload)
   if mesh is not None:
     lanes = sharding_lib.leading(mesh)
     keys, env_params, policy_params = jax.device_put((keys, env_params, policy_params), lanes)
     if workload_axis == 0:
       workload = jax.device_put(workload, lanes)
-    args = (keys, env_params, policy_params, workload)
-  return _run(
-    init,
-    chunk,
-    args,
-    workload.n_total,
-    max_steps,
-    periods * policy.plan_every,
-    log_every_s,
-    "sweep",
+  args = (keys, env_params, policy_params, workload)
+  return _simulate(
+    env, policy, args, True, workload_axis, mesh, max_steps, chunk_steps, log_every_s
   )
 
 
