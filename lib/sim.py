@@ -5,9 +5,12 @@ every request has finished (and logs progress). Iterations after the end are no-
 runnable and no arrival is pending, so the clock stands still. In a vmapped sweep the lanes stay
 in lock step and the sweep ends when the slowest lane does.
 
-Policies with a re-plan period (`policy.plan_every`) get `plan` before every act whose step is a
-multiple of it. The period is a static inner scan, so re-planning costs nothing on other steps,
-also under vmap (where a `lax.cond` would run both branches on every step).
+Policies with a re-plan period (`policy.plan_every` > 0) get `plan` before every act whose step
+(engine iteration) is a multiple of it. When each scan step is one iteration, the period is a
+static inner scan, so re-planning costs nothing on other steps, also under vmap (where a
+`lax.cond` would run both branches on every step). When one scan step may cover several
+iterations (`env.config.macro_steps` > 1), the plan runs under a `lax.cond` on the step count,
+and the action's `horizon` is capped so that no scan step runs past a re-plan point.
 """
 
 from __future__ import annotations
@@ -25,24 +28,53 @@ except ImportError:
   sharding_lib = None
 
 
-def _period(env, policy, env_params, policy_params, workload, carry):
+def _macro(env):
+  return getattr(env.config, "macro_steps", 1) > 1
+
+
+def advance(env, policy, env_params, policy_params, workload, carry):
+  """One scan step: re-plan if the step is a re-plan point (under a cond), act, step the env."""
+  every = policy.plan_every
+  due = carry[0].step % every == 0 if every > 0 else None
+  return _act_and_step(env, policy, env_params, policy_params, workload, carry, due)
+
+
+def _act_and_step(env, policy, env_params, policy_params, workload, carry, plan_due=None):
   state, pstate = carry
-  pstate = policy.plan(pstate, env.observe(state), policy_params)
+  obs = env.observe(state)
+  if plan_due is not None:  # dynamic re-plan points (macro-steps)
+    period = policy.plan_every
+    pstate = jax.lax.cond(
+      plan_due, lambda p: policy.plan(p, obs, policy_params), lambda p: p, pstate
+    )
+  key = jax.random.fold_in(state.key, state.step)
+  action, pstate = policy.act(key, pstate, obs, policy_params)
+  if plan_due is not None:
+    action = action._replace(
+      horizon=jnp.minimum(action.horizon, period - state.step % period).astype(jnp.int32)
+    )
+  return env.step(key, state, action, env_params, workload), pstate
 
-  def one(c, _):
-    state, pstate = c
-    key = jax.random.fold_in(state.key, state.step)
-    action, pstate = policy.act(key, pstate, env.observe(state), policy_params)
-    return (env.step(key, state, action, env_params, workload), pstate), None
 
-  carry, _ = jax.lax.scan(one, (state, pstate), None, length=policy.plan_every)
-  return carry
+def _chunk(env, policy, length, state, pstate, env_params, policy_params, workload):
+  """`length` scan steps: re-plan periods (static positions) or single steps (dynamic)."""
+  args = (env, policy, env_params, policy_params, workload)
+  every = policy.plan_every
 
+  def period(carry, _):
+    state, pstate = carry
+    pstate = policy.plan(pstate, env.observe(state), policy_params)
+    one = lambda c, _: (_act_and_step(*args, c), None)  # noqa: E731
+    return jax.lax.scan(one, (state, pstate), None, length=every)[0], None
 
-def _chunk(env, policy, periods, state, pstate, env_params, policy_params, workload):
-  body = lambda c, _: (_period(env, policy, env_params, policy_params, workload, c), None)  # noqa: E731
-  (state, pstate), _ = jax.lax.scan(body, (state, pstate), None, length=periods)
-  return state, pstate
+  def dynamic(carry, _):
+    return advance(*args, carry), None
+
+  if every > 0 and not _macro(env):
+    body, length = period, max(1, length // every)
+  else:
+    body = dynamic
+  return jax.lax.scan(body, (state, pstate), None, length=length)[0]
 
 
 def _init(env, policy, key, env_params, policy_params, workload):
@@ -51,10 +83,10 @@ def _init(env, policy, key, env_params, policy_params, workload):
 
 
 @functools.lru_cache(maxsize=64)
-def _compiled(env, policy, periods, batched, workload_axis, mesh):
+def _compiled(env, policy, chunk_steps, batched, workload_axis, mesh):
   """Jitted (init, chunk) for one env/policy pair; cached so repeated runs never retrace."""
   init = functools.partial(_init, env, policy)
-  chunk = functools.partial(_chunk, env, policy, periods)
+  chunk = functools.partial(_chunk, env, policy, chunk_steps)
   if not batched:
     return jax.jit(init), jax.jit(chunk, donate_argnums=(0, 1))
   init = jax.vmap(init, in_axes=(0, 0, 0, workload_axis))
@@ -105,11 +137,12 @@ def _run(init, chunk, args, n_total, max_steps, chunk_steps, log_every_s, label)
 
 
 def _simulate(env, policy, args, batched, workload_axis, mesh, max_steps, chunk_steps, log_every_s):
-  periods = max(1, chunk_steps // policy.plan_every)
-  init, chunk = _compiled(env, policy, periods, batched, workload_axis, mesh)
+  every = policy.plan_every
+  if every > 0 and not _macro(env):  # whole re-plan periods per chunk
+    chunk_steps = max(every, chunk_steps - chunk_steps % every)
+  init, chunk = _compiled(env, policy, chunk_steps, batched, workload_axis, mesh)
   label = "sweep" if batched else "rollout"
-  steps = periods * policy.plan_every
-  return _run(init, chunk, args, args[-1].n_total, max_steps, steps, log_every_s, label)
+  return _run(init, chunk, args, args[-1].n_total, max_steps, chunk_steps, log_every_s, label)
 
 
 def rollout(

@@ -1,8 +1,13 @@
 """Pieces every serving policy uses: the Policy contract, visibility, the length bound.
 
 A policy is a NamedTuple of pure functions (optax style). `plan` runs before `act` at every
-step divisible by `plan_every`; the driver (lib/sim.py) calls it at those static positions, so a
-costly re-plan (Tempo sorts there) is paid once per period even inside a vmapped sweep.
+step divisible by `plan_every` (0: never); the driver (lib/sim.py) calls it at those static
+positions when each scan step is one iteration, so a costly re-plan (Tempo sorts there) is paid
+once per period even inside a vmapped sweep.
+
+`act` may be called once for a whole stretch of iterations (macro-steps, systems/llm_serving):
+its action then stands for every iteration of a stretch in which only token counters move. A
+policy whose own state would change its action sooner says so with `Action.horizon`.
 """
 
 from __future__ import annotations
@@ -20,7 +25,7 @@ class Policy(NamedTuple):
   init: Callable[[Any, ls.Obs], Any]  # (params, obs) -> policy state
   plan: Callable[[Any, ls.Obs, Any], Any]  # (pstate, obs, params) -> pstate
   act: Callable[[Any, Any, ls.Obs, Any], tuple[ls.Action, Any]]  # (key, pstate, obs, params)
-  plan_every: int = 64
+  plan_every: int = 0  # iterations between re-plans; 0 = `plan` never runs
 
 
 def no_plan(pstate, obs, params):
@@ -28,14 +33,14 @@ def no_plan(pstate, obs, params):
   return pstate
 
 
-def stateless(priority_fn, plan_every: int = 64) -> Policy:
+def stateless(priority_fn) -> Policy:
   """A policy that only orders the table: `priority_fn(obs, params) -> float64[n_slots]`."""
 
   def act(key, pstate, obs, params):
     del key
     return ask_all(obs, priority_fn(obs, params)), pstate
 
-  return Policy(init=lambda params, obs: (), plan=no_plan, act=act, plan_every=plan_every)
+  return Policy(init=lambda params, obs: (), plan=no_plan, act=act)
 
 
 def visible(slots):
@@ -64,6 +69,7 @@ def ask_all(obs: ls.Obs, priority, preempt=None) -> ls.Action:
     grant=jnp.where(ok, ls.remaining(sl), 0).astype(jnp.int32),
     priority=priority.astype(jnp.float32),
     preempt=preempt,
+    horizon=jnp.asarray(ls.NO_LIMIT, jnp.int32),
   )
 
 

@@ -173,8 +173,12 @@ def _act(key, st: TempoState, obs: ls.Obs, params: TempoParams):
   priority = (tier * 4096.0 + jnp.clip(logd, -2000.0, 2000.0)).astype(jnp.float32)
   queued = vis & (sl.wid == st.swap_wid) & (sl.status == ls.RUNNING)
   preempt = queued & (jnp.cumsum(queued) <= params.max_swaps)
+  swap_wid = jnp.where(preempt, -1, st.swap_wid)
   action = common.ask_all(obs, priority, preempt)
-  return action, st.replace(swap_wid=jnp.where(preempt, -1, st.swap_wid))
+  # Swaps still queued may fire at the next act: no macro-step over them.
+  waiting_swaps = jnp.any(vis & (sl.wid == swap_wid))
+  action = action._replace(horizon=jnp.where(waiting_swaps, 1, action.horizon))
+  return action, st.replace(swap_wid=swap_wid)
 
 
 def tempo(plan_every: int = 50) -> common.Policy:

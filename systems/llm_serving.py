@@ -25,6 +25,9 @@ class EnvConfig(NamedTuple):
   admit_max: int = 64  # arrivals moved into the table per step
   chunked_prefill: bool = True  # Sarathi-style chunks; False grants whole prompts only
   time_model: str = "roofline"  # "roofline" or "linear"
+  # Most iterations of a steady decode batch change only token counters: one step may run up
+  # to this many of them at once (a macro-step, see `_decode_stretch`); 1 = one per step.
+  macro_steps: int = 1
 
 
 @flax.struct.dataclass
@@ -123,10 +126,16 @@ class Obs:
   busy_steps: jnp.ndarray  # i32: non-empty iterations so far
 
 
+NO_LIMIT = 1 << 30
+
+
 class Action(NamedTuple):
   grant: jnp.ndarray  # i32[n_slots]: tokens asked for this iteration (projected by the env)
   priority: jnp.ndarray  # f32[n_slots]: order of the projection and of memory victims
   preempt: jnp.ndarray  # bool[n_slots]: preempt by recompute
+  # i32: for how many iterations the policy would act the same if only token counters moved
+  # (it bounds a macro-step; a policy with pending work of its own says 1)
+  horizon: jnp.ndarray | int = NO_LIMIT
 
 
 class Env(NamedTuple):
@@ -499,8 +508,91 @@ def _latency_gain(slots, emit, t, params: EnvParams):
   return slots.replace(gain=slots.gain + soft, good_tokens=slots.good_tokens + hard)
 
 
+def _decode_stretch(sl, dec, quiet, t, wake, free_blocks, feats, horizon, state, params, config):
+  """Iterations 2..k of a quiet decode batch, run at once: a macro-step (serving.md 1.3).
+
+  `sl` is the table after the step's first iteration, which granted every runnable request one
+  decode token (the batch `dec`) and preempted nobody (`quiet`). The per-iteration engine would
+  then grant the same batch again and again, changing only token counters, until an event: an
+  arrival or DAG release due at an admission, a finish, a shortfall of KV blocks, a latency
+  request falling behind its SLO pace (its tokens would no longer earn the full gain), or the
+  end of the policy's `horizon`. The stretch stops before the first of these; its last
+  iteration may finish requests (the step's finish handles them). Each iteration takes its own
+  batch time (the context grows by `n_d` tokens per iteration) and its own noise draw, so the
+  result is the per-iteration engine's up to float rounding.
+
+  The checks are sufficient conditions (block growth and pace are bounded, not walked token by
+  token), so a stretch may end early; that only costs speed.
+
+  Returns (slots, t, extra iterations, their summed batch time, blocks added).
+  """
+  u = jnp.arange(2, config.macro_steps + 1, dtype=jnp.int32)  # iteration within the step
+  zeros = jnp.zeros(u.shape, jnp.float64)
+  n_d = feats.n_d
+  later = timing.Features(
+    n_p=zeros, n_d=zeros + n_d, s_p=zeros, q=zeros, a=zeros, k=zeros, s_d=feats.s_d + (u - 1) * n_d
+  )
+  batch_time = timing.batch_time(config.time_model, params.time_coef, later)
+
+  def draw():
+    normal = lambda s: jax.random.normal(jax.random.fold_in(state.key, s), dtype=jnp.float64)  # noqa: E731
+    return jax.vmap(normal)(state.step + u - 1)
+
+  eps = jax.lax.cond(params.noise_sigma > 0, draw, lambda: zeros)
+  dt = batch_time * jnp.exp(params.noise_sigma * eps)
+  t_u = t + jnp.cumsum(dt)
+  t_before = jnp.concatenate([t[None], t_u[:-1]])  # the clock at iteration u's admission
+
+  last_finish = jnp.min(jnp.where(dec, sl.out_len - sl.generated, NO_LIMIT)) + 1
+  # Token j (1-based) of a latency request is on pace (soft gain = the full weight; the hard
+  # rule is looser) while t_j <= release + min(TTFT, SLO_TTFT) + (j - 1) * SLO_TBT. The first
+  # extra token has j - 1 = generated; later tokens add SLO_TBT to the bound and at most
+  # `longest` to the clock, so when SLO_TBT >= longest, that token's check covers the rest.
+  pace = (
+    sl.release
+    + jnp.minimum(sl.first_tok_t - sl.release, sl.slo_ttft)
+    + sl.generated.astype(jnp.float64) * sl.slo_tbt
+  )
+  pace = pace - 1e-9 * jnp.where(jnp.isfinite(pace), 1.0 + jnp.abs(pace), 0.0)  # rounding
+  longest = jnp.max(dt)
+  watched = dec & (sl.cls == 0)
+  keeps_up = sl.slo_tbt >= longest
+  pace_first = jnp.min(jnp.where(watched & keeps_up, pace, jnp.inf))
+  pace_all = jnp.min(jnp.where(watched & ~keeps_up, pace, jnp.inf))
+  # A slot adds at most ceil(tokens / BLOCK_SIZE) blocks for `tokens` more tokens.
+  blocks_bound = n_d.astype(jnp.int32) * _ceil_div(u - 1, BLOCK_SIZE)
+  ok = (
+    (u <= last_finish)
+    & (u <= horizon)
+    & (t_before < wake)
+    & (blocks_bound <= free_blocks)
+    & (t_u[0] <= pace_first)
+    & (t_u <= pace_all)
+  )
+  extra = jnp.where(quiet, jnp.where(jnp.all(ok), ok.shape[0], jnp.argmin(ok)), 0)
+  extra = extra.astype(jnp.int32)
+  run = u <= extra + 1
+  t_end = jnp.where(extra > 0, t_u[jnp.maximum(extra - 1, 0)], t)
+  max_gap = jnp.max(jnp.where(run, t_u - t_before, 0.0))
+  grow = dec & (extra > 0)
+  added = jnp.where(grow, new_blocks(sl.prefilled, extra, sl.kv_blocks), 0)
+  weight = jnp.where(grow & (sl.cls == 0), params.decode_weight * extra, 0.0)
+  sl = sl.replace(
+    prefilled=sl.prefilled + jnp.where(grow, extra, 0),
+    generated=sl.generated + jnp.where(grow, extra, 0),
+    kv_blocks=sl.kv_blocks + added,
+    last_tok_t=jnp.where(grow, t_end, sl.last_tok_t),
+    tbt_sum=jnp.where(grow, sl.tbt_sum + (t_end - t), sl.tbt_sum),
+    tbt_max=jnp.where(grow, jnp.maximum(sl.tbt_max, max_gap), sl.tbt_max),
+    gain=sl.gain + weight,
+    good_tokens=sl.good_tokens + weight,
+  )
+  return sl, t_end, extra, jnp.sum(jnp.where(run, dt, 0.0)), jnp.sum(added, dtype=jnp.int32)
+
+
 def step(key, state: State, action: Action, params: EnvParams, workload, config: EnvConfig):
-  """One engine iteration (docs/llm_serving_semantics.md, steps 1-11)."""
+  """One engine iteration (docs/llm_serving_semantics.md, steps 1-11), or with
+  `config.macro_steps > 1` a quiet stretch of up to that many (`_decode_stretch`)."""
   # 1. admission from the arrival stream
   state = _admit(state, params, workload, config.admit_max)
   sl, t = state.slots, state.t
@@ -526,9 +618,8 @@ def step(key, state: State, action: Action, params: EnvParams, workload, config:
   # 4. projection of the policy's wish onto a feasible batch
   decode = in_decode(sl)
   left = remaining(sl)
-  demand = jnp.where(
-    runnable(sl, t) & ~preempted_now, jnp.minimum(jnp.maximum(action.grant, 0), left), 0
-  )
+  can_run = runnable(sl, t)
+  demand = jnp.where(can_run & ~preempted_now, jnp.minimum(jnp.maximum(action.grant, 0), left), 0)
   watermark_blocks = jnp.floor(params.watermark * params.num_blocks).astype(jnp.int32)
   grant = fill(
     action.priority,
@@ -547,7 +638,8 @@ def step(key, state: State, action: Action, params: EnvParams, workload, config:
   free_blocks = free_blocks - jnp.sum(added, dtype=jnp.int32)
 
   # 5-6. batch time and clock
-  batch_time = timing.batch_time(config.time_model, params.time_coef, _features(sl, grant, decode))
+  feats = _features(sl, grant, decode)
+  batch_time = timing.batch_time(config.time_model, params.time_coef, feats)
   eps = jax.random.normal(jax.random.fold_in(state.key, state.step), dtype=jnp.float64)
   dt = batch_time * jnp.exp(params.noise_sigma * eps)
   busy = jnp.any(granted)
@@ -585,8 +677,18 @@ def step(key, state: State, action: Action, params: EnvParams, workload, config:
   # 8. service gain of the latency class
   sl = _latency_gain(sl, emit, t, params)
 
+  # 8b. macro-step: more iterations of the same decode batch while nothing else happens
+  extra, extra_time, extra_blocks = jnp.int32(0), 0.0, 0
+  if config.macro_steps > 1:
+    quiet = busy & ~jnp.any(can_run & ~granted) & ~jnp.any(granted & ~decode)
+    horizon = jnp.asarray(action.horizon, jnp.int32)
+    sl, t, extra, extra_time, extra_blocks = _decode_stretch(
+      sl, granted, quiet, t, wake, free_blocks, feats, horizon, state, params, config
+    )
+    free_blocks = free_blocks - extra_blocks
+
   # 9. finish: write the outputs once, free the slot
-  fin = emit & (generated == sl.out_len)
+  fin = emit & (sl.generated == sl.out_len)
   dst = jnp.where(fin, sl.wid, n)
   out = state.outputs
   tbt_mean = jnp.where(
@@ -629,16 +731,16 @@ def step(key, state: State, action: Action, params: EnvParams, workload, config:
   return state.replace(
     slots=sl,
     t=t,
-    step=state.step + 1,
+    step=state.step + 1 + extra,
     free_blocks=free_blocks,
     next_seq=state.next_seq + jnp.sum(ready, dtype=jnp.int32),
-    busy_time=state.busy_time + jnp.where(busy, dt, 0.0),
-    busy_steps=state.busy_steps + busy,
+    busy_time=state.busy_time + jnp.where(busy, dt, 0.0) + extra_time,
+    busy_steps=state.busy_steps + busy + extra,
     n_finished=state.n_finished + jnp.sum(fin, dtype=jnp.int32),
     n_mem_preempt=state.n_mem_preempt + jnp.sum(victim, dtype=jnp.int32),
     n_policy_preempt=state.n_policy_preempt + jnp.sum(asked, dtype=jnp.int32),
     mem_stall=stalled,
-    tokens=state.tokens + jnp.sum(grant).astype(jnp.float64),
+    tokens=state.tokens + jnp.sum(grant).astype(jnp.float64) + feats.n_d * extra,
     stage_done=stage_done,
     outputs=out,
   )
@@ -650,8 +752,8 @@ def make(config: EnvConfig | None = None) -> Env:
   config = EnvConfig() if config is None else config
   if config.time_model not in ("roofline", "linear"):
     raise ValueError(f"EnvConfig.time_model={config.time_model!r}: use 'roofline' or 'linear'")
-  if config.n_slots < 1 or config.admit_max < 1:
-    raise ValueError(f"EnvConfig needs n_slots >= 1 and admit_max >= 1, got {config}")
+  if config.n_slots < 1 or config.admit_max < 1 or config.macro_steps < 1:
+    raise ValueError(f"EnvConfig needs n_slots, admit_max and macro_steps >= 1, got {config}")
   return Env(
     config=config,
     init=lambda key, params, workload: init(key, params, workload, config),

@@ -20,8 +20,11 @@ EDGES = np.array([64.0, 256.0], np.float32)
 TABLE = np.array([[20, 30, 60, 60], [25, 40, 60, 60], [30, 45, 60, 60]], np.float32)
 PLAN_EVERY = 10
 ENV = {
-  chunked: ls.make(ls.EnvConfig(n_slots=24, admit_max=3, chunked_prefill=chunked))
+  (chunked, macro): ls.make(
+    ls.EnvConfig(n_slots=24, admit_max=3, chunked_prefill=chunked, macro_steps=macro)
+  )
   for chunked in (True, False)
+  for macro in (1, 16)
 }
 POLICIES = {
   "fcfs": (baselines.fcfs(), lambda wl: (), {}),
@@ -46,12 +49,12 @@ def _noise(n_steps, seed):
   return np.asarray(jax.jit(jax.vmap(draw))(steps))
 
 
-def _compare(name, seed, blocks, budget, chunked, sigma, dag_jobs=1):
+def _compare(name, seed, blocks, budget, chunked, sigma, macro, dag_jobs=1):
   policy, make_pparams, ref_pp = POLICIES[name]
   wl = small_workload(seed, n=18, rate=30.0, dag_jobs=dag_jobs)
   budget = budget if chunked else max(budget, 700)
   params = small_params(num_blocks=blocks, token_budget=budget, max_seqs=4, noise_sigma=sigma)
-  env = ENV[chunked]
+  env = ENV[chunked, macro]
   state, _ = sim.rollout(
     env, policy, params, make_pparams(wl), jax.random.key(seed), wl, chunk_steps=200
   )
@@ -75,22 +78,23 @@ CASES = dict(
   budget=st.integers(16, 400),
   chunked=st.booleans(),
   sigma=st.sampled_from([0.0, 0.3]),
+  macro=st.sampled_from([1, 16]),  # one iteration per step, or macro-steps of up to 16
 )
 
 
 @SETTINGS
 @given(**CASES)
-def test_fcfs_matches_reference(seed, blocks, budget, chunked, sigma):
-  _compare("fcfs", seed, blocks, budget, chunked, sigma)
+def test_fcfs_matches_reference(seed, blocks, budget, chunked, sigma, macro):
+  _compare("fcfs", seed, blocks, budget, chunked, sigma, macro)
 
 
 @SETTINGS
 @given(**CASES)
-def test_ltr_matches_reference(seed, blocks, budget, chunked, sigma):
-  _compare("ltr", seed, blocks, budget, chunked, sigma)
+def test_ltr_matches_reference(seed, blocks, budget, chunked, sigma, macro):
+  _compare("ltr", seed, blocks, budget, chunked, sigma, macro)
 
 
 @SETTINGS
 @given(**CASES)
-def test_tempo_matches_reference(seed, blocks, budget, chunked, sigma):
-  _compare("tempo", seed, blocks, budget, chunked, sigma)
+def test_tempo_matches_reference(seed, blocks, budget, chunked, sigma, macro):
+  _compare("tempo", seed, blocks, budget, chunked, sigma, macro)
