@@ -16,6 +16,7 @@ from absl import app, flags, logging
 
 from jaxsys.launch import serving
 from jaxsys.launch.configs.serving import tempo_load_sweep
+from jaxsys.lib import xla_flags
 from jaxsys.lib.registry import REPRODUCTIONS
 
 _WORKDIR = flags.DEFINE_string("workdir", "workdir/demo", "Where the report is written.")
@@ -52,6 +53,7 @@ def reproduce(workdir: str, setting: str = "quick") -> str:
 
 def main(argv):
   del argv
+  xla_flags.add()  # before the first JAX computation starts the backend
   jax.config.update("jax_enable_x64", True)
   path = reproduce(_WORKDIR.value, _SETTING.value)
   logging.info("report: %s", path)

@@ -13,6 +13,7 @@ from absl import app, flags, logging
 from ml_collections import config_flags
 
 from jaxsys.launch import serving
+from jaxsys.lib import xla_flags
 
 _CONFIG = config_flags.DEFINE_config_file("config", None, "Experiment config file.")
 _WORKDIR = flags.DEFINE_string("workdir", None, "Where results are written.")
@@ -23,6 +24,7 @@ EXPERIMENTS = {"tempo_load_sweep": serving.run}
 
 def main(argv):
   del argv
+  xla_flags.add()  # before the first JAX computation starts the backend
   jax.config.update("jax_enable_x64", True)
   config = _CONFIG.value
   logging.info("devices: %s", jax.devices())

@@ -158,7 +158,8 @@ def rollout(
   log_every_s: float = 30.0,
 ):
   """Runs one simulation until every request has finished. Returns (state, policy state)."""
-  args = (key, env_params, policy_params, workload)
+  # On the device once: host arrays would be copied again at every chunk (O(n_total) each).
+  args = jax.device_put((key, env_params, policy_params, workload))
   return _simulate(env, policy, args, False, None, None, max_steps, chunk_steps, log_every_s)
 
 
@@ -186,8 +187,12 @@ def sweep(
   if mesh is not None:
     lanes = sharding_lib.leading(mesh)
     keys, env_params, policy_params = jax.device_put((keys, env_params, policy_params), lanes)
-    if workload_axis == 0:
-      workload = jax.device_put(workload, lanes)
+    shared = sharding_lib.replicated(mesh)
+    workload = jax.device_put(workload, lanes if workload_axis == 0 else shared)
+  else:
+    keys, env_params, policy_params, workload = jax.device_put(
+      (keys, env_params, policy_params, workload)
+    )
   args = (keys, env_params, policy_params, workload)
   return _simulate(
     env, policy, args, True, workload_axis, mesh, max_steps, chunk_steps, log_every_s
