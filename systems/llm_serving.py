@@ -394,25 +394,33 @@ def scaled_arrival(workload, idx, params: EnvParams):
 
 def _admit(state: State, params: EnvParams, workload, admit_max: int) -> State:
   sl, n = state.slots, workload.n_total
-  idx = state.online_ptr + jnp.arange(admit_max, dtype=jnp.int32)
-  due = (idx < n) & (scaled_arrival(workload, idx, params) <= state.t)
+  # Read the stream through a window of the next `w` items: gathers from [n_total] arrays make
+  # XLA:CPU split tiny fusions over threads once n_total is large (measured: 13 -> 33 us/step).
+  w = min(admit_max, n)
+  start = jnp.minimum(state.online_ptr, n - w)
+  window = lambda field: jax.lax.dynamic_slice_in_dim(field, start, w)  # noqa: E731
+  idx = state.online_ptr + jnp.arange(w, dtype=jnp.int32)
+  at = jnp.minimum(idx - start, w - 1)
+  arrivals = window(workload.arrival) * (1.0 / params.arrival_scale)  # as `scaled_arrival`
+  due = (idx < n) & (arrivals[at] <= state.t)
   n_due = jnp.sum(due, dtype=jnp.int32)  # a prefix: the stream is sorted
   free = sl.status == EMPTY
   rank = jnp.cumsum(free, dtype=jnp.int32) - 1
   n_admit = jnp.minimum(n_due, jnp.sum(free, dtype=jnp.int32))
   take = free & (rank < n_admit)
   src = jnp.minimum(state.online_ptr + rank, n - 1)
-  get = lambda field: jnp.where(take, field[src], 0)  # noqa: E731
+  local = jnp.clip(src - start, 0, w - 1)
+  get = lambda field: jnp.where(take, window(field)[local], 0)  # noqa: E731
   put = lambda field, value: jnp.where(take, value, field)  # noqa: E731
 
-  arrival = scaled_arrival(workload, src, params)
+  arrival = arrivals[local]
   stage = get(workload.stage)
   cls = get(workload.cls)
   first_stage = take & (stage == 0)
   seq = state.next_seq + jnp.cumsum(first_stage, dtype=jnp.int32) - 1
-  job = jnp.where(take, workload.job_id[src], -1)
+  job = jnp.where(take, window(workload.job_id)[local], -1)
   n_stages = jnp.where(job >= 0, workload.n_stages[jnp.maximum(job, 0)], 1)
-  deadline_abs = jnp.where(cls == 0, jnp.inf, arrival + workload.deadline[src])
+  deadline_abs = jnp.where(cls == 0, jnp.inf, arrival + window(workload.deadline)[local])
   slots = sl.replace(
     wid=put(sl.wid, src),
     status=put(sl.status, jnp.where(stage == 0, WAITING, BLOCKED)),
@@ -432,8 +440,8 @@ def _admit(state: State, params: EnvParams, workload, admit_max: int) -> State:
     gain=put(sl.gain, 0.0),
     good_tokens=put(sl.good_tokens, 0.0),
     cls=put(sl.cls, cls),
-    slo_ttft=put(sl.slo_ttft, workload.slo_ttft[src]),
-    slo_tbt=put(sl.slo_tbt, workload.slo_tbt[src]),
+    slo_ttft=put(sl.slo_ttft, window(workload.slo_ttft)[local]),
+    slo_tbt=put(sl.slo_tbt, window(workload.slo_tbt)[local]),
     deadline_abs=put(sl.deadline_abs, deadline_abs),
     job_id=put(sl.job_id, job),
     stage=put(sl.stage, stage),
