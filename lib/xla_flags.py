@@ -2,7 +2,8 @@
 
 The engine's step is hundreds of tiny kernels. XLA:CPU's concurrency-optimised scheduler
 orders them for parallel execution, and on a 2-core machine that roughly doubled the time of a
-serving step (measured: 33 -> 17 us per macro-step, launch/benchmark.py records both settings).
+serving step (measured: 33 -> 17 us per macro-step; launch/benchmark.py records the flags it ran
+with, and `--notune_cpu` measures without them).
 Launch scripts and the test suite call `add` before any JAX computation; a library import never
 changes the process's flags.
 """
