@@ -382,14 +382,13 @@ def runnable(slots, t):
   return active & (slots.release <= t)
 
 
-def scaled_arrival(workload, idx, params: EnvParams):
-  """Arrival of workload item(s) `idx` after the load scaling (clipped to the last item).
+def scaled_arrival(arrival, params: EnvParams):
+  """Arrival time(s) after the load scaling.
 
   A product with the reciprocal, never a division: XLA may lower a vectorised division
   differently from a scalar one, and the idle jump must land exactly on an admissible time.
   """
-  idx = jnp.minimum(idx, workload.n_total - 1)
-  return workload.arrival[idx] * (1.0 / params.arrival_scale)
+  return arrival * (1.0 / params.arrival_scale)
 
 
 def _admit(state: State, params: EnvParams, workload, admit_max: int) -> State:
@@ -401,7 +400,7 @@ def _admit(state: State, params: EnvParams, workload, admit_max: int) -> State:
   window = lambda field: jax.lax.dynamic_slice_in_dim(field, start, w)  # noqa: E731
   idx = state.online_ptr + jnp.arange(w, dtype=jnp.int32)
   at = jnp.minimum(idx - start, w - 1)
-  arrivals = window(workload.arrival) * (1.0 / params.arrival_scale)  # as `scaled_arrival`
+  arrivals = scaled_arrival(window(workload.arrival), params)
   due = (idx < n) & (arrivals[at] <= state.t)
   n_due = jnp.sum(due, dtype=jnp.int32)  # a prefix: the stream is sorted
   free = sl.status == EMPTY
@@ -657,7 +656,7 @@ def step(key, state: State, action: Action, params: EnvParams, workload, config:
   n = workload.n_total
   next_arrival = jnp.where(
     state.online_ptr < n,
-    scaled_arrival(workload, state.online_ptr, params),
+    scaled_arrival(workload.arrival[jnp.minimum(state.online_ptr, n - 1)], params),
     jnp.inf,
   )
   pending = ((sl.status == WAITING) | (sl.status == PREEMPTED)) & (sl.release > t)
