@@ -42,7 +42,7 @@ _AZURE = flags.DEFINE_string(
 )
 
 N_SLOTS = 128  # above the peak concurrency of every benchmark run (checked: no blocked admission)
-MACRO_STEPS = 32
+MACRO_STEPS = 128
 CHAT_RATE = 4.0  # req/s: queues start to grow near 6 req/s for these lengths on this engine
 AZURE_RATE = 2.0
 

@@ -174,7 +174,7 @@ def sweep(
   workload_axis=None,
   mesh=None,
   max_steps: int = 50_000_000,
-  chunk_steps: int = 4096,
+  chunk_steps: int = 1024,  # lanes that finish early idle to the end of the chunk
   log_every_s: float = 30.0,
 ):
   """Runs many configurations as one vmapped simulation.

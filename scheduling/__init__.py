@@ -17,7 +17,7 @@ SERVING_POLICIES = (
   "tempo",
   "tempo_oracle",
 )
-ABLATIONS = ("tempo_norefine", "tempo_noisy25", "tempo_noisy50", "tempo_nogmax")
+ABLATIONS = ("tempo_norefine", "tempo_noisy25", "tempo_noisy50", "tempo_nogmax", "tempo_noswap")
 
 
 def build(name: str, *, bound=None, true_lengths=None, n_jobs=1, n_clients=1, batch=32, seed=0):
@@ -50,6 +50,7 @@ def build(name: str, *, bound=None, true_lengths=None, n_jobs=1, n_clients=1, ba
     return baselines.vtc(n_clients), (), True
   if name.startswith("tempo"):
     gmax = name != "tempo_nogmax"
+    swaps = 0 if name == "tempo_noswap" else 4  # no recompute preemptions: order only
     if name == "tempo_oracle":
       lb = common.LengthBound.from_lengths(need(true_lengths, "true_lengths"))
     elif name.startswith("tempo_noisy"):
@@ -60,11 +61,11 @@ def build(name: str, *, bound=None, true_lengths=None, n_jobs=1, n_clients=1, ba
     elif name == "tempo_norefine":
       b = need(bound, "bound")
       lb = common.LengthBound.from_table(b.edges, b.table[:, :1], b.mark_every)
-    elif name in ("tempo", "tempo_nogmax"):
+    elif name in ("tempo", "tempo_nogmax", "tempo_noswap"):
       lb = need(bound, "bound")
     else:
       raise KeyError(f"unknown policy {name!r}")
-    return tempo.tempo(), tempo.default_params(lb, batch, gmax=gmax), True
+    return tempo.tempo(), tempo.default_params(lb, batch, gmax=gmax, max_swaps=swaps), True
   raise KeyError(
     f"unknown policy {name!r}; known: {', '.join(SERVING_POLICIES + ABLATIONS + ('fcfs',))}"
   )

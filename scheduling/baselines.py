@@ -17,7 +17,7 @@ _TIER = 2.0**22  # tier offsets stay exact in float32 next to queue positions
 
 def fcfs() -> common.Policy:
   """First come, first served (vLLM's order). Chunking is the env's `chunked_prefill`."""
-  return common.stateless(lambda obs, params: -common.queue_pos(obs.slots))
+  return common.stateless(lambda obs, params: -common.queue_pos(obs.slots), fixed_order=True)
 
 
 def sarathi() -> common.Policy:
@@ -28,7 +28,8 @@ def sarathi() -> common.Policy:
     tier = jnp.where(ls.in_decode(sl), 2.0, jnp.where(sl.prefilled > 0, 1.0, 0.0))
     return tier * _TIER - common.queue_pos(sl)
 
-  return common.stateless(priority)
+  # A decode keeps its tier until it finishes, a waiting prefill until it runs.
+  return common.stateless(priority, fixed_order=True)
 
 
 def ltr() -> common.Policy:

@@ -33,12 +33,17 @@ def no_plan(pstate, obs, params):
   return pstate
 
 
-def stateless(priority_fn) -> Policy:
-  """A policy that only orders the table: `priority_fn(obs, params) -> float64[n_slots]`."""
+def stateless(priority_fn, fixed_order: bool = False) -> Policy:
+  """A policy that only orders the table: `priority_fn(obs, params) -> float64[n_slots]`.
+
+  `fixed_order`: the priorities do not change while only token counters move (see
+  `Action.fixed_order`); a queue order qualifies, anything read from progress or the clock not.
+  """
 
   def act(key, pstate, obs, params):
     del key
-    return ask_all(obs, priority_fn(obs, params)), pstate
+    action = ask_all(obs, priority_fn(obs, params))
+    return action._replace(fixed_order=jnp.asarray(fixed_order)), pstate
 
   return Policy(init=lambda params, obs: (), plan=no_plan, act=act)
 
@@ -70,6 +75,7 @@ def ask_all(obs: ls.Obs, priority, preempt=None) -> ls.Action:
     priority=priority.astype(jnp.float32),
     preempt=preempt,
     horizon=jnp.asarray(ls.NO_LIMIT, jnp.int32),
+    fixed_order=jnp.asarray(False),
   )
 
 

@@ -15,6 +15,7 @@ from jaxsys.systems import timing
 
 BLOCK_SIZE = 16
 _SMALL = 16  # fill sorts this many candidates directly; more take the bisection
+_RANK_MAX = 128  # tables up to this size fill by pairwise ranks instead
 EMPTY, BLOCKED, WAITING, RUNNING, PREEMPTED = 0, 1, 2, 3, 4
 
 
@@ -127,6 +128,9 @@ class Obs:
 
 
 NO_LIMIT = 1 << 30
+# A token's gain factor clamp(x)^alpha below this counts as 0: such a token is written off
+# (alpha = 100: ratio below 0.81). Exact zeros let a macro-step run over late requests.
+GAIN_FLOOR = 1e-9
 
 
 class Action(NamedTuple):
@@ -136,6 +140,9 @@ class Action(NamedTuple):
   # i32: for how many iterations the policy would act the same if only token counters moved
   # (it bounds a macro-step; a policy with pending work of its own says 1)
   horizon: jnp.ndarray | int = NO_LIMIT
+  # bool: the priorities would stay the same while only token counters move (a queue order);
+  # lets a macro-step keep a decode batch while other requests wait for room in it
+  fixed_order: jnp.ndarray | bool = False
 
 
 class Env(NamedTuple):
@@ -181,11 +188,12 @@ def fill(
   tokens fit `token_budget`, it has at most `max_seqs` requests and its new KV blocks fit
   `free_blocks` (minus `watermark_blocks` when it holds a prefill chunk).
 
-  No full sort (a 256-slot argsort costs ~20 us on a CPU and gains nothing under vmap). When
-  everything fits, nothing is ordered. With at most 16 candidates only those are sorted. Else
-  a binary search over the int32 image of the priorities finds the largest feasible set of
-  whole priority levels (33 rounds of masked sums) and the boundary level is walked in slot
-  order with one cumsum: O(n_slots * 33), and it vectorises under vmap.
+  No full sort (a 128-slot sort costs ~9 us per lane under vmap on a CPU). When everything
+  fits, nothing is ordered. With at most 16 candidates only those are sorted. Else, for tables
+  of up to 128 slots, a pairwise "served no later than" matrix gives every candidate's prefix
+  sums in one product (~2 us per lane); larger tables bisect over the int32 image of the
+  priorities for the largest feasible set of whole priority levels (33 rounds of one
+  matrix-vector product) and walk the boundary level in slot order with one cumsum.
 
   Returns the granted tokens, int32[n_slots].
   """
@@ -245,6 +253,33 @@ def fill(
     first_out = jnp.sum(prefix)
     return whole, idx[jnp.minimum(first_out, _SMALL - 1)].astype(jnp.int32), first_out < n_cand
 
+  def by_rank():
+    # ahead[j, i]: candidate j is served no later than i. One product gives every candidate's
+    # inclusive prefix sums in the serving order: no sort, no rounds, O(n_slots^2) flops that
+    # vectorise well. float32 is exact here: values are clipped so that the first infeasible
+    # prefix sums below 2^24, and a rounded sum of non-negative terms never drops below a
+    # rounded sum of fewer of them (needs token_budget and free blocks below 2^23).
+    idx = jnp.arange(n_slots)
+    ahead = (key[:, None] > key[None, :]) | (
+      (key[:, None] == key[None, :]) & (idx[:, None] <= idx[None, :])
+    )
+    ahead = ahead & cand[:, None]
+    clipped = jnp.stack(
+      [
+        jnp.minimum(demand, token_budget + 1),
+        jnp.minimum(blocks, jnp.maximum(free_blocks, 0) + 1),
+        jnp.ones_like(demand),
+        pre.astype(demand.dtype),
+      ]
+    ).astype(jnp.float32)
+    tokens, blks, count, n_pre = clipped @ ahead.astype(jnp.float32)
+    whole = cand & feasible(
+      tokens, count, blks, n_pre > 0
+    )  # feasibility only falls along the order
+    stop = cand & ~whole
+    b = jnp.argmin(jnp.where(stop, count, jnp.inf))
+    return whole, b.astype(jnp.int32), jnp.any(stop)
+
   def everything():
     return cand, jnp.int32(0), jnp.asarray(False)
 
@@ -253,8 +288,12 @@ def fill(
   lo0 = jnp.min(jnp.where(cand, key, imax)).astype(jnp.int64) - 1
   hi0 = jnp.max(key).astype(jnp.int64) + 1
   n_cand = jnp.sum(cand)
+  n_slots = priority.shape[0]
+  # (Measured: the small sort saves a single run ~15% on prefill-heavy traces and costs a
+  # vmapped sweep ~8%.)
+  general = by_rank if n_slots <= _RANK_MAX else by_bisection
   branch = jnp.where(feasible_above(lo0 + 1), 0, jnp.where(n_cand <= _SMALL, 1, 2))
-  whole, b, has_stop = jax.lax.switch(branch, (everything, by_small_sort, by_bisection))
+  whole, b, has_stop = jax.lax.switch(branch, (everything, by_small_sort, general))
 
   # The first candidate that does not fit may still take a partial prefill chunk.
   tokens_before = jnp.sum(jnp.where(whole, demand, 0))
@@ -498,29 +537,31 @@ def _latency_gain(slots, emit, t, params: EnvParams):
   """Soft and hard service gain of the tokens emitted at t by latency-class slots."""
   alpha, w = params.alpha, params.decode_weight
   clamp = lambda x: jnp.clip(x, 1e-6, 1.0)  # noqa: E731
+  floored = lambda f: jnp.where(f < GAIN_FLOOR, 0.0, f)  # noqa: E731
   lat = emit & (slots.cls == 0)
   first = lat & (slots.generated == 1)
   later = lat & (slots.generated >= 2)
   ttft = slots.first_tok_t - slots.release
   prompt = slots.prompt_len.astype(jnp.float64)
-  soft_first = prompt * clamp(slots.slo_ttft / ttft) ** alpha
+  soft_first = prompt * floored(clamp(slots.slo_ttft / ttft) ** alpha)
   hard_first = jnp.where(ttft <= slots.slo_ttft, prompt, 0.0)
   j1 = (slots.generated - 1).astype(jnp.float64)
   expected = (t - slots.release - jnp.minimum(ttft, slots.slo_ttft)) / slots.slo_tbt
   ratio = jnp.where(expected > 0, j1 / jnp.where(expected > 0, expected, 1.0), 1.0)
-  soft_next = w * clamp(ratio) ** alpha
+  soft_next = w * floored(clamp(ratio) ** alpha)
   hard_next = jnp.where(t <= slots.release + slots.slo_ttft + j1 * slots.slo_tbt, w, 0.0)
   soft = jnp.where(first, soft_first, jnp.where(later, soft_next, 0.0))
   hard = jnp.where(first, hard_first, jnp.where(later, hard_next, 0.0))
   return slots.replace(gain=slots.gain + soft, good_tokens=slots.good_tokens + hard)
 
 
-def _decode_stretch(sl, dec, quiet, t, wake, free_blocks, feats, horizon, state, params, config):
+def _decode_stretch(sl, dec, quiet, t, wake, free_blocks, horizon, state, params, config):
   """Iterations 2..k of a quiet decode batch, run at once: a macro-step (serving.md 1.3).
 
-  `sl` is the table after the step's first iteration, which granted every runnable request one
-  decode token (the batch `dec`) and preempted nobody (`quiet`). The per-iteration engine would
-  then grant the same batch again and again, changing only token counters, until an event: an
+  `sl` is the table after the step's first iteration, which preempted nobody and left every
+  slot it granted (`dec`) in the decode phase, and either granted every runnable request or
+  granted decodes only under a fixed priority order (`quiet`). The per-iteration engine would
+  then grant `dec` one token each again and again, changing only token counters, until an event: an
   arrival or DAG release due at an admission, a finish, a shortfall of KV blocks, a latency
   request falling behind its SLO pace (its tokens would no longer earn the full gain), or the
   end of the policy's `horizon`. The stretch stops before the first of these; its last
@@ -535,9 +576,10 @@ def _decode_stretch(sl, dec, quiet, t, wake, free_blocks, feats, horizon, state,
   """
   u = jnp.arange(2, config.macro_steps + 1, dtype=jnp.int32)  # iteration within the step
   zeros = jnp.zeros(u.shape, jnp.float64)
-  n_d = feats.n_d
+  n_d = jnp.sum(dec).astype(jnp.float64)
+  s_d = jnp.sum(jnp.where(dec, sl.prefilled + 1, 0)).astype(jnp.float64)  # at iteration 2
   later = timing.Features(
-    n_p=zeros, n_d=zeros + n_d, s_p=zeros, q=zeros, a=zeros, k=zeros, s_d=feats.s_d + (u - 1) * n_d
+    n_p=zeros, n_d=zeros + n_d, s_p=zeros, q=zeros, a=zeros, k=zeros, s_d=s_d + (u - 2) * n_d
   )
   batch_time = timing.batch_time(config.time_model, params.time_coef, later)
 
@@ -551,21 +593,35 @@ def _decode_stretch(sl, dec, quiet, t, wake, free_blocks, feats, horizon, state,
   t_before = jnp.concatenate([t[None], t_u[:-1]])  # the clock at iteration u's admission
 
   last_finish = jnp.min(jnp.where(dec, sl.out_len - sl.generated, NO_LIMIT)) + 1
-  # Token j (1-based) of a latency request is on pace (soft gain = the full weight; the hard
-  # rule is looser) while t_j <= release + min(TTFT, SLO_TTFT) + (j - 1) * SLO_TBT. The first
-  # extra token has j - 1 = generated; later tokens add SLO_TBT to the bound and at most
-  # `longest` to the clock, so when SLO_TBT >= longest, that token's check covers the rest.
-  pace = (
-    sl.release
-    + jnp.minimum(sl.first_tok_t - sl.release, sl.slo_ttft)
-    + sl.generated.astype(jnp.float64) * sl.slo_tbt
-  )
+  # Each latency slot of the batch must earn a known gain on every extra token: the full weight
+  # (on pace) or nothing (written off). U1, U2: the last iteration u for which each holds.
+  # Token j (1-based) is on pace while t_j <= release + min(TTFT, SLO_TTFT) + (j - 1) * SLO_TBT.
+  # The first extra token has j - 1 = generated; later tokens add SLO_TBT to the bound and at
+  # most `longest` to the clock, so when SLO_TBT >= longest, that token's check covers the rest.
+  g1 = sl.generated.astype(jnp.float64)
+  base = sl.release + jnp.minimum(sl.first_tok_t - sl.release, sl.slo_ttft)
+  pace = base + g1 * sl.slo_tbt
   pace = pace - 1e-9 * jnp.where(jnp.isfinite(pace), 1.0 + jnp.abs(pace), 0.0)  # rounding
-  longest = jnp.max(dt)
+  keeps_up = (sl.slo_tbt >= jnp.max(dt)) & (t_u[0] <= pace)
+  # Written off: the soft factor stays below GAIN_FLOOR (clamped ratio below floor^(1/alpha))
+  # and the hard deadline has passed. Both hold for token g1 + 1 + m (iteration u = 2 + m) if
+  # (g1 + m) SLO_TBT < theta (t_2 - base) and < t_2 - release - SLO_TTFT: the ratio's numerator
+  # and the deadline grow with m, the clock only helps.
+  theta = jnp.exp(jnp.log(GAIN_FLOOR) / params.alpha)
+  theta = jnp.where(theta > 1e-6, theta * (1.0 - 1e-9), 0.0)  # the clamp's 1e-6 stays above
+  room = jnp.minimum(theta * (t_u[0] - base), t_u[0] - sl.release - sl.slo_ttft) / sl.slo_tbt
+  room = room - g1 - 1e-6  # m < room, with a margin for rounding
+  room = jnp.where(jnp.isfinite(room), jnp.clip(room, -1.0, config.macro_steps + 1.0), -1.0)
+  u_written_off = 1 + jnp.ceil(room).astype(jnp.int32)  # 2 + largest m; 1 when none
   watched = dec & (sl.cls == 0)
-  keeps_up = sl.slo_tbt >= longest
-  pace_first = jnp.min(jnp.where(watched & keeps_up, pace, jnp.inf))
-  pace_all = jnp.min(jnp.where(watched & ~keeps_up, pace, jnp.inf))
+  # The two are exclusive (on pace at u = 2 means a ratio >= 1): a slot not written off at
+  # u = 2 must stay on pace, so the batch's bound is one count over the clock.
+  paced = watched & (u_written_off < 2)
+  pace_min = jnp.min(jnp.where(paced & ~keeps_up, pace, jnp.inf))
+  u_on_pace = 1 + jnp.sum(t_u <= pace_min, dtype=jnp.int32)
+  u_off = jnp.min(jnp.where(watched & ~paced, u_written_off, NO_LIMIT))
+  u_gain = jnp.minimum(u_on_pace, u_off)
+  on_pace = paced
   # A slot adds at most ceil(tokens / BLOCK_SIZE) blocks for `tokens` more tokens.
   blocks_bound = n_d.astype(jnp.int32) * _ceil_div(u - 1, BLOCK_SIZE)
   ok = (
@@ -573,8 +629,7 @@ def _decode_stretch(sl, dec, quiet, t, wake, free_blocks, feats, horizon, state,
     & (u <= horizon)
     & (t_before < wake)
     & (blocks_bound <= free_blocks)
-    & (t_u[0] <= pace_first)
-    & (t_u <= pace_all)
+    & (u <= u_gain)
   )
   extra = jnp.where(quiet, jnp.where(jnp.all(ok), ok.shape[0], jnp.argmin(ok)), 0)
   extra = extra.astype(jnp.int32)
@@ -583,7 +638,7 @@ def _decode_stretch(sl, dec, quiet, t, wake, free_blocks, feats, horizon, state,
   max_gap = jnp.max(jnp.where(run, t_u - t_before, 0.0))
   grow = dec & (extra > 0)
   added = jnp.where(grow, new_blocks(sl.prefilled, extra, sl.kv_blocks), 0)
-  weight = jnp.where(grow & (sl.cls == 0), params.decode_weight * extra, 0.0)
+  weight = jnp.where(grow & (sl.cls == 0) & on_pace, params.decode_weight * extra, 0.0)
   sl = sl.replace(
     prefilled=sl.prefilled + jnp.where(grow, extra, 0),
     generated=sl.generated + jnp.where(grow, extra, 0),
@@ -687,10 +742,23 @@ def step(key, state: State, action: Action, params: EnvParams, workload, config:
   # 8b. macro-step: more iterations of the same decode batch while nothing else happens
   extra, extra_time, extra_blocks = jnp.int32(0), 0.0, 0
   if config.macro_steps > 1:
-    quiet = busy & ~jnp.any(can_run & ~granted) & ~jnp.any(granted & ~decode)
+    # The next iteration grants the same batch if all of it now decodes, the policy asked for
+    # every runnable slot (not so for one admitted or preempted just now), and either nobody
+    # else can run (any order: everything fits) or, under an order that stays fixed, the
+    # prefix stops at the same request for the same reason: the batch is full (max_seqs), or
+    # it held decodes only (the same tokens, and blocks only get scarcer).
+    waiting = jnp.any(can_run & ~granted)
+    full = jnp.sum(granted) >= params.max_seqs
+    only_decodes = ~jnp.any(granted & ~decode)
+    quiet = (
+      busy
+      & ~jnp.any(granted & ~emit)
+      & ~jnp.any(can_run & (demand == 0))
+      & (~waiting | (jnp.asarray(action.fixed_order) & (full | only_decodes)))
+    )
     horizon = jnp.asarray(action.horizon, jnp.int32)
     sl, t, extra, extra_time, extra_blocks = _decode_stretch(
-      sl, granted, quiet, t, wake, free_blocks, feats, horizon, state, params, config
+      sl, granted, quiet, t, wake, free_blocks, horizon, state, params, config
     )
     free_blocks = free_blocks - extra_blocks
 
@@ -747,7 +815,7 @@ def step(key, state: State, action: Action, params: EnvParams, workload, config:
     n_mem_preempt=state.n_mem_preempt + jnp.sum(victim, dtype=jnp.int32),
     n_policy_preempt=state.n_policy_preempt + jnp.sum(asked, dtype=jnp.int32),
     mem_stall=stalled,
-    tokens=state.tokens + jnp.sum(grant).astype(jnp.float64) + feats.n_d * extra,
+    tokens=state.tokens + jnp.sum(grant).astype(jnp.float64) + jnp.sum(granted) * extra,
     stage_done=stage_done,
     outputs=out,
   )

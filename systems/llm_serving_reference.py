@@ -31,6 +31,7 @@ from array import array
 import numpy as np
 
 BLOCK_SIZE = 16
+GAIN_FLOOR = 1e-9  # a gain factor below it counts as 0
 EMPTY, BLOCKED, WAITING, RUNNING, PREEMPTED = 0, 1, 2, 3, 4
 POLICIES = ("fcfs", "vllm", "sarathi", "ltr", "edf", "srtf", "tempo")
 
@@ -668,18 +669,23 @@ def _clamp(x):
   return x
 
 
+def _floored(factor):
+  """A gain factor below GAIN_FLOOR counts as 0 (docs 'Gain')."""
+  return 0.0 if factor < GAIN_FLOOR else factor
+
+
 def _latency_gain(r, t, alpha, w):
   """Soft and hard service gain of the token just emitted at t (docs 'Gain')."""
   g = r.generated
   if g == 1:
     first = r.first_t - r.release
-    r.gain += r.prompt * _clamp(_div(r.slo_ttft, first)) ** alpha
+    r.gain += r.prompt * _floored(_clamp(_div(r.slo_ttft, first)) ** alpha)
     if first <= r.slo_ttft:
       r.good += r.prompt
     return
   j1 = g - 1.0
   expected = _div(t - r.release - min(r.first_t - r.release, r.slo_ttft), r.slo_tbt)
   ratio = j1 / expected if expected > 0 else 1.0
-  r.gain += w * _clamp(ratio) ** alpha
+  r.gain += w * _floored(_clamp(ratio) ** alpha)
   if t <= r.release + r.slo_ttft + j1 * r.slo_tbt:
     r.good += w

@@ -105,11 +105,16 @@ def test_invariants_every_policy(name, macro):
   _checked_run(env, make_policy(), small_params(num_blocks=120), make_params(wl), wl)
 
 
-@pytest.mark.parametrize("name", sorted(POLICIES))
-def test_macro_steps_equal_single_iterations_in_fewer_steps(name):
+# max_seqs 3: requests queue behind a full batch; a fixed order (FCFS, Sarathi) keeps the stretch,
+# EDF's order moves with the clock and must not.
+@pytest.mark.parametrize(
+  "name,max_seqs",
+  [(n, 32) for n in sorted(POLICIES)] + [(n, 3) for n in ("fcfs", "sarathi", "edf")],
+)
+def test_macro_steps_equal_single_iterations_in_fewer_steps(name, max_seqs):
   make_policy, make_params = POLICIES[name]
   wl = small_workload(2, n=24, rate=2.0, max_out=200, dag_jobs=1)
-  params, pparams = small_params(num_blocks=400, max_seqs=32), make_params(wl)
+  params, pparams = small_params(num_blocks=400, max_seqs=max_seqs), make_params(wl)
   runs = {}
   for macro in (1, 16):
     env = ls.make(ls.EnvConfig(n_slots=24, admit_max=4, macro_steps=macro))
@@ -125,6 +130,8 @@ def test_macro_steps_equal_single_iterations_in_fewer_steps(name):
   np.testing.assert_allclose(many.outputs.gain, one.outputs.gain, rtol=1e-9, atol=1e-9)
   np.testing.assert_array_equal(many.outputs.n_preempt, one.outputs.n_preempt)
   assert int(many.busy_steps) == int(one.busy_steps)
+  if name == "edf" and max_seqs == 3:
+    return  # a moving order under contention: one iteration per step, checked equal above
   # Macro-steps did happen: the run fits in far fewer scan steps than iterations (FCFS needs
   # about half; latency requests behind their TBT pace still step one iteration at a time).
   env = ls.make(ls.EnvConfig(n_slots=24, admit_max=4, macro_steps=16))
@@ -237,18 +244,21 @@ def test_rollout_does_not_retrace():
     sim.rollout(env, policy, small_params(), (), jax.random.key(seed), wl, chunk_steps=64)
 
 
-def test_fill_matches_sorted_walk():
-  rng = np.random.default_rng(0)
+@pytest.mark.parametrize("n", [24, ls._RANK_MAX + 32])  # pairwise ranks; small sort / bisection
+def test_fill_matches_sorted_walk(n):
+  rng = np.random.default_rng(n)
   for trial in range(200):
-    n = 24
     prio = rng.integers(-3, 3, n).astype(np.float32) if trial % 2 else rng.normal(size=n)
-    sparse = (0.3, 0.6, 0.9)[trial % 3]  # both the small-sort and the bisection branch
-    demand = np.where(rng.random(n) < sparse, 0, rng.integers(1, 80, n)).astype(np.int32)
+    sparse = (0.3, 0.6, 0.95)[trial % 3]  # every branch
+    # every fourth trial in the millions: float32 prefix sums must stay exact where they count
+    big = 1 if trial % 4 else 100_000
+    demand = np.where(rng.random(n) < sparse, 0, rng.integers(1, 80 * big, n)).astype(np.int32)
     is_pre = rng.random(n) < 0.6
     demand = np.where(is_pre, demand, np.minimum(demand, 1))
     prefilled = rng.integers(0, 100, n).astype(np.int32)
     kv = ((prefilled + 15) // 16).astype(np.int32)
-    free, budget, max_seqs, wm = int(rng.integers(0, 30)), int(rng.integers(1, 200)), 6, 2
+    free, budget = int(rng.integers(0, 30 * big)), int(rng.integers(1, 200 * big))
+    max_seqs, wm = (6, 2) if trial % 5 else (n, 0)
     got = np.asarray(
       jax.jit(ls.fill, static_argnums=9)(
         jnp.asarray(prio, jnp.float32),
