@@ -20,6 +20,7 @@ import time
 
 import jax
 import jax.numpy as jnp
+import numpy as np
 from absl import logging
 
 try:
@@ -83,27 +84,53 @@ def _init(env, policy, key, env_params, policy_params, workload):
 
 
 @functools.lru_cache(maxsize=64)
-def _compiled(env, policy, chunk_steps, batched, workload_axis, mesh):
-  """Jitted (init, chunk) for one env/policy pair; cached so repeated runs never retrace."""
+def _compiled(env, policy, chunk_steps, batched, workload_axis, mesh, params_axes=(0, 0)):
+  """Jitted (init, chunk) for one env/policy pair; cached so repeated runs never retrace.
+
+  `params_axes`: vmap in_axes of (env params, policy params), a pytree prefix with 0 on leaves
+  that differ between lanes and None on leaves shared by all (see `_shared_leaves`).
+  """
   init = functools.partial(_init, env, policy)
   chunk = functools.partial(_chunk, env, policy, chunk_steps)
   if not batched:
     return jax.jit(init), jax.jit(chunk, donate_argnums=(0, 1))
-  init = jax.vmap(init, in_axes=(0, 0, 0, workload_axis))
-  chunk = jax.vmap(chunk, in_axes=(0, 0, 0, 0, workload_axis))
+  env_axes, policy_axes = params_axes
+  init = jax.vmap(init, in_axes=(0, env_axes, policy_axes, workload_axis))
+  chunk = jax.vmap(chunk, in_axes=(0, 0, env_axes, policy_axes, workload_axis))
   if mesh is None:
     return jax.jit(init), jax.jit(chunk, donate_argnums=(0, 1))
   lanes = sharding_lib.leading(mesh)
   shared = sharding_lib.replicated(mesh)
+  by_axis = lambda axes: jax.tree.map(  # noqa: E731
+    lambda a: shared if a is None else lanes, axes, is_leaf=lambda a: a is None
+  )
+  env_sh, policy_sh = by_axis(env_axes), by_axis(policy_axes)
   wl = lanes if workload_axis == 0 else shared
-  init = jax.jit(init, in_shardings=(lanes, lanes, lanes, wl), out_shardings=lanes)
+  init = jax.jit(init, in_shardings=(lanes, env_sh, policy_sh, wl), out_shardings=lanes)
   chunk = jax.jit(
     chunk,
-    in_shardings=(lanes, lanes, lanes, lanes, wl),
+    in_shardings=(lanes, lanes, env_sh, policy_sh, wl),
     out_shardings=lanes,
     donate_argnums=(0, 1),
   )
   return init, chunk
+
+
+def _shared_leaves(tree):
+  """(tree with every leaf equal across lanes cut to one copy, vmap in_axes for it).
+
+  A shared leaf enters the vmapped computation unbatched, so a `lax.cond` that reads only such
+  leaves (say `noise_sigma > 0` when no lane has noise) stays a real branch instead of running
+  both sides in every lane.
+  """
+  leaves, treedef = jax.tree.flatten(tree)
+  cut, axes = [], []
+  for leaf in leaves:
+    host = np.asarray(leaf)
+    same = host.ndim >= 1 and host.shape[0] > 0 and bool(np.all(host == host[:1]))
+    cut.append(leaf[0] if same else leaf)
+    axes.append(None if same else 0)
+  return treedef.unflatten(cut), treedef.unflatten(axes)
 
 
 def _run(init, chunk, args, n_total, max_steps, chunk_steps, log_every_s, label):
@@ -136,11 +163,13 @@ def _run(init, chunk, args, n_total, max_steps, chunk_steps, log_every_s, label)
   return state, pstate
 
 
-def _simulate(env, policy, args, batched, workload_axis, mesh, max_steps, chunk_steps, log_every_s):
+def _simulate(
+  env, policy, args, batched, workload_axis, mesh, max_steps, chunk_steps, log_every_s, axes=(0, 0)
+):
   every = policy.plan_every
   if every > 0 and not _macro(env):  # whole re-plan periods per chunk
     chunk_steps = max(every, chunk_steps - chunk_steps % every)
-  init, chunk = _compiled(env, policy, chunk_steps, batched, workload_axis, mesh)
+  init, chunk = _compiled(env, policy, chunk_steps, batched, workload_axis, mesh, axes)
   label = "sweep" if batched else "rollout"
   return _run(init, chunk, args, args[-1].n_total, max_steps, chunk_steps, log_every_s, label)
 
@@ -184,10 +213,22 @@ def sweep(
   `mesh` (lib/sharding.make_mesh) the config axis is split over its devices; the result is the
   same as without one.
   """
+  env_params, env_axes = _shared_leaves(env_params)
+  policy_params, policy_axes = _shared_leaves(policy_params)
+  axes = (env_axes, policy_axes)
   if mesh is not None:
     lanes = sharding_lib.leading(mesh)
-    keys, env_params, policy_params = jax.device_put((keys, env_params, policy_params), lanes)
     shared = sharding_lib.replicated(mesh)
+    keys = jax.device_put(keys, lanes)
+    env_params, policy_params = (
+      jax.tree.map(
+        lambda a, x: jax.device_put(x, shared if a is None else lanes),
+        ax,
+        tree,
+        is_leaf=lambda a: a is None,
+      )
+      for tree, ax in ((env_params, env_axes), (policy_params, policy_axes))
+    )
     workload = jax.device_put(workload, lanes if workload_axis == 0 else shared)
   else:
     keys, env_params, policy_params, workload = jax.device_put(
@@ -195,7 +236,7 @@ def sweep(
     )
   args = (keys, env_params, policy_params, workload)
   return _simulate(
-    env, policy, args, True, workload_axis, mesh, max_steps, chunk_steps, log_every_s
+    env, policy, args, True, workload_axis, mesh, max_steps, chunk_steps, log_every_s, axes
   )
 
 

@@ -259,23 +259,20 @@ def fill(
     # vectorise well. float32 is exact here: values are clipped so that the first infeasible
     # prefix sums below 2^24, and a rounded sum of non-negative terms never drops below a
     # rounded sum of fewer of them (needs token_budget and free blocks below 2^23).
-    idx = jnp.arange(n_slots)
-    ahead = (key[:, None] > key[None, :]) | (
-      (key[:, None] == key[None, :]) & (idx[:, None] <= idx[None, :])
-    )
-    ahead = ahead & cand[:, None]
+    # Serving order as one int64 key: priority first, then the lower slot index.
+    order = key.astype(jnp.int64) * (1 << 32) - jnp.arange(n_slots, dtype=jnp.int64)
+    ahead = order[:, None] >= order[None, :]
     clipped = jnp.stack(
       [
         jnp.minimum(demand, token_budget + 1),
         jnp.minimum(blocks, jnp.maximum(free_blocks, 0) + 1),
-        jnp.ones_like(demand),
+        cand.astype(demand.dtype),
         pre.astype(demand.dtype),
       ]
-    ).astype(jnp.float32)
+    ).astype(jnp.float32)  # zero outside the candidates
     tokens, blks, count, n_pre = clipped @ ahead.astype(jnp.float32)
-    whole = cand & feasible(
-      tokens, count, blks, n_pre > 0
-    )  # feasibility only falls along the order
+    # Feasibility only falls along the order, so the feasible candidates are the prefix.
+    whole = cand & feasible(tokens, count, blks, n_pre > 0)
     stop = cand & ~whole
     b = jnp.argmin(jnp.where(stop, count, jnp.inf))
     return whole, b.astype(jnp.int32), jnp.any(stop)
@@ -555,6 +552,20 @@ def _latency_gain(slots, emit, t, params: EnvParams):
   return slots.replace(gain=slots.gain + soft, good_tokens=slots.good_tokens + hard)
 
 
+def _noise_factor(key, iterations, sigma):
+  """exp(sigma * eps) per iteration, eps ~ N(0, 1) from fold_in(key, iteration).
+
+  Under a cond: a noise-free run draws nothing, also in a sweep when sigma is the same in every
+  lane (lib/sim.sweep then passes it unbatched, and the cond stays a branch).
+  """
+
+  def draw():
+    normal = lambda s: jax.random.normal(jax.random.fold_in(key, s), dtype=jnp.float64)  # noqa: E731
+    return jnp.exp(sigma * jnp.vectorize(normal)(iterations))
+
+  return jax.lax.cond(sigma > 0, draw, lambda: jnp.ones(jnp.shape(iterations), jnp.float64))
+
+
 def _decode_stretch(sl, dec, quiet, t, wake, free_blocks, horizon, state, params, config):
   """Iterations 2..k of a quiet decode batch, run at once: a macro-step (serving.md 1.3).
 
@@ -583,12 +594,7 @@ def _decode_stretch(sl, dec, quiet, t, wake, free_blocks, horizon, state, params
   )
   batch_time = timing.batch_time(config.time_model, params.time_coef, later)
 
-  def draw():
-    normal = lambda s: jax.random.normal(jax.random.fold_in(state.key, s), dtype=jnp.float64)  # noqa: E731
-    return jax.vmap(normal)(state.step + u - 1)
-
-  eps = jax.lax.cond(params.noise_sigma > 0, draw, lambda: zeros)
-  dt = batch_time * jnp.exp(params.noise_sigma * eps)
+  dt = batch_time * _noise_factor(state.key, state.step + u - 1, params.noise_sigma)
   t_u = t + jnp.cumsum(dt)
   t_before = jnp.concatenate([t[None], t_u[:-1]])  # the clock at iteration u's admission
 
@@ -702,8 +708,7 @@ def step(key, state: State, action: Action, params: EnvParams, workload, config:
   # 5-6. batch time and clock
   feats = _features(sl, grant, decode)
   batch_time = timing.batch_time(config.time_model, params.time_coef, feats)
-  eps = jax.random.normal(jax.random.fold_in(state.key, state.step), dtype=jnp.float64)
-  dt = batch_time * jnp.exp(params.noise_sigma * eps)
+  dt = batch_time * _noise_factor(state.key, state.step, params.noise_sigma)
   busy = jnp.any(granted)
   # With candidates but no grant, the first one lacked KV blocks (the prefix stops there): the
   # clock stands still and the next iteration preempts a victim for it.
