@@ -37,6 +37,7 @@ def _env_params(config, scale, coef, budget=None):
   return ls.EnvParams(
     token_budget=budget or config.token_budget,
     max_seqs=config.max_seqs,
+    max_resident=config.max_resident or ls.NO_LIMIT,
     num_blocks=timing.kv_blocks_capacity(coef, 80e9),
     arrival_scale=scale,
     alpha=config.alpha,

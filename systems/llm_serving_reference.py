@@ -414,6 +414,7 @@ def simulate(
   n_slots, admit_max = int(config.n_slots), int(config.admit_max)
   chunked = bool(config.chunked_prefill)
   budget, max_seqs = int(params.token_budget), int(params.max_seqs)
+  max_resident = int(params.max_resident)
   num_blocks = int(params.num_blocks)
   watermark = math.floor(float(params.watermark) * num_blocks)
   scale = float(params.arrival_scale)
@@ -523,6 +524,7 @@ def simulate(
     cands.sort(key=_order)
     batch = []
     tokens = blocks = 0
+    resident = sum(1 for r in vis if r.kv > 0)
     has_prefill = False
     n_p = n_d = s_p = q = a_sum = k_sum = s_d = 0
     for r in cands:
@@ -532,20 +534,23 @@ def simulate(
       c = left
       nb = max(0, -(-(done + c) // BLOCK_SIZE) - r.kv)
       reserve = watermark if (has_prefill or not decode) else 0
+      new = 1 if r.kv == 0 else 0  # starts holding KV
       cut = False
-      if tokens + c > budget or len(batch) >= max_seqs or blocks + nb > free - reserve:
+      full = len(batch) >= max_seqs or resident + new > max_resident
+      if tokens + c > budget or full or blocks + nb > free - reserve:
         if decode or not chunked:
           break
         c = min(budget - tokens, left)
         if c <= 0:
           break
         nb = max(0, -(-(done + c) // BLOCK_SIZE) - r.kv)
-        if len(batch) >= max_seqs or blocks + nb > free - watermark:
+        if full or blocks + nb > free - watermark:
           break
         cut = True
       batch.append((r, c, nb))
       tokens += c
       blocks += nb
+      resident += new
       if decode:
         n_d += 1
         s_d += done + 1

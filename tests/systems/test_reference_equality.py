@@ -49,11 +49,13 @@ def _noise(n_steps, seed):
   return np.asarray(jax.jit(jax.vmap(draw))(steps))
 
 
-def _compare(name, seed, blocks, budget, chunked, sigma, macro, dag_jobs=1):
+def _compare(name, seed, blocks, budget, chunked, sigma, macro, resident=1 << 30, dag_jobs=1):
   policy, make_pparams, ref_pp = POLICIES[name]
   wl = small_workload(seed, n=18, rate=30.0, dag_jobs=dag_jobs)
   budget = budget if chunked else max(budget, 700)
-  params = small_params(num_blocks=blocks, token_budget=budget, max_seqs=4, noise_sigma=sigma)
+  params = small_params(
+    num_blocks=blocks, token_budget=budget, max_seqs=4, noise_sigma=sigma, max_resident=resident
+  )
   env = ENV[chunked, macro]
   state, _ = sim.rollout(
     env, policy, params, make_pparams(wl), jax.random.key(seed), wl, chunk_steps=200
@@ -79,22 +81,23 @@ CASES = dict(
   chunked=st.booleans(),
   sigma=st.sampled_from([0.0, 0.3]),
   macro=st.sampled_from([1, 16]),  # one iteration per step, or macro-steps of up to 16
+  resident=st.sampled_from([1 << 30, 3]),  # KV holders unbounded, or at most 3 (vLLM-like)
 )
 
 
 @SETTINGS
 @given(**CASES)
-def test_fcfs_matches_reference(seed, blocks, budget, chunked, sigma, macro):
-  _compare("fcfs", seed, blocks, budget, chunked, sigma, macro)
+def test_fcfs_matches_reference(seed, blocks, budget, chunked, sigma, macro, resident):
+  _compare("fcfs", seed, blocks, budget, chunked, sigma, macro, resident)
 
 
 @SETTINGS
 @given(**CASES)
-def test_ltr_matches_reference(seed, blocks, budget, chunked, sigma, macro):
-  _compare("ltr", seed, blocks, budget, chunked, sigma, macro)
+def test_ltr_matches_reference(seed, blocks, budget, chunked, sigma, macro, resident):
+  _compare("ltr", seed, blocks, budget, chunked, sigma, macro, resident)
 
 
 @SETTINGS
 @given(**CASES)
-def test_tempo_matches_reference(seed, blocks, budget, chunked, sigma, macro):
-  _compare("tempo", seed, blocks, budget, chunked, sigma, macro)
+def test_tempo_matches_reference(seed, blocks, budget, chunked, sigma, macro, resident):
+  _compare("tempo", seed, blocks, budget, chunked, sigma, macro, resident)

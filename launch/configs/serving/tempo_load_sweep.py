@@ -31,6 +31,9 @@ def get_config(arg: str = ""):
   c.ablation_load = 1.25
   c.model = "llama31_8b_a100"
   c.max_seqs = 32
+  # Requests holding KV at once; 0: memory is the only bound (serving.md 1.3), so a request the
+  # order pauses keeps its KV for free. vLLM's running set is capped by max_num_seqs (= 32).
+  c.max_resident = 0
   c.token_budget = 512
   c.vllm_token_budget = 8192  # without chunking a whole prompt must fit one iteration
   c.alpha = 100.0
