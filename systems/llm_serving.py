@@ -37,8 +37,8 @@ class EnvParams:
 
   token_budget: int = 512  # tokens per iteration (Sarathi chunk)
   max_seqs: int = 128  # requests per iteration
-  # requests holding KV at once (vLLM's running set, which its max_num_seqs also caps); the
-  # default leaves it to memory, so a request paused by the order keeps its KV for free
+  # requests holding KV at once (vLLM's running set, which its max_num_seqs caps); the default
+  # leaves it to memory, so a request the order pauses keeps its KV for free
   max_resident: int = 1 << 30
   num_blocks: int = 26_700  # KV-cache capacity in blocks of 16 tokens
   watermark: float = 0.01  # fraction of blocks kept free when a batch holds a prefill
@@ -184,14 +184,12 @@ def fill(
   max_seqs,
   watermark_blocks,
   chunked: bool,
-  resident_room=NO_LIMIT,
 ):
   """Longest feasible prefix of the candidates in priority order, last prefill chunk cut.
 
   Order: priority descending (float32), then slot index ascending. A batch is feasible when its
-  tokens fit `token_budget`, it has at most `max_seqs` requests, its new KV blocks fit
-  `free_blocks` (minus `watermark_blocks` when it holds a prefill chunk) and at most
-  `resident_room` of its requests hold no KV yet.
+  tokens fit `token_budget`, it has at most `max_seqs` requests and its new KV blocks fit
+  `free_blocks` (minus `watermark_blocks` when it holds a prefill chunk).
 
   No full sort (a 128-slot sort costs ~9 us per lane under vmap on a CPU). When everything
   fits, nothing is ordered. With at most 16 candidates only those are sorted. Else, for tables
@@ -208,20 +206,19 @@ def fill(
   imin, imax = jnp.iinfo(jnp.int32).min, jnp.iinfo(jnp.int32).max
   key = jnp.where(cand, sortable_key(priority), imin)
   pre = cand & is_prefill
-  new = cand & (kv_blocks == 0)  # would start holding KV
 
-  def feasible(tokens, count, blks, has_prefill, n_new):
+  def feasible(tokens, count, blks, has_prefill):
     headroom = free_blocks - jnp.where(has_prefill, watermark_blocks, 0)
-    fits = (tokens <= token_budget) & (count <= max_seqs) & (blks <= headroom)
-    return fits & (n_new <= resident_room)
+    return (tokens <= token_budget) & (count <= max_seqs) & (blks <= headroom)
 
-  # Tokens, count, blocks, prefills and new residents of a set as one matrix-vector product
-  # (exact: float64 holds these integers); 2.5x faster than masked sums per bisection round.
-  columns = jnp.stack([demand, blocks, jnp.ones_like(demand), pre, new]).astype(jnp.float64)
+  # Tokens, count, blocks and prefills of a set as one matrix-vector product (exact: float64
+  # holds these integers); 2.5x faster than four masked sums per bisection round under vmap.
+  columns = jnp.stack([demand, blocks, jnp.ones_like(demand), pre.astype(demand.dtype)])
+  columns = columns.astype(jnp.float64)
 
   def feasible_above(v):
-    tokens, blks, count, n_pre, n_new = columns @ (key >= v).astype(jnp.float64)
-    return feasible(tokens, count, blks, n_pre > 0, n_new)
+    tokens, blks, count, n_pre = columns @ (key >= v).astype(jnp.float64)
+    return feasible(tokens, count, blks, n_pre > 0)
 
   def by_bisection():
     # Invariant: the set above hi fits, the set above lo does not (lo is below every key).
@@ -241,8 +238,7 @@ def fill(
     cnt_cum = jnp.sum(base) + jnp.cumsum(in_level)
     blk_cum = jnp.sum(jnp.where(base, blocks, 0)) + jnp.cumsum(jnp.where(in_level, blocks, 0))
     pre_cum = jnp.any(base & pre) | (jnp.cumsum(in_level & pre) > 0)
-    new_cum = jnp.sum(base & new) + jnp.cumsum(in_level & new)
-    fits = in_level & feasible(tok_cum, cnt_cum, blk_cum, pre_cum, new_cum)
+    fits = in_level & feasible(tok_cum, cnt_cum, blk_cum, pre_cum)
     stop = in_level & ~fits
     return base | fits, jnp.argmax(stop).astype(jnp.int32), jnp.any(stop)
 
@@ -254,8 +250,7 @@ def fill(
     idx, valid = idx[order], valid[order]
     tok = jnp.cumsum(jnp.where(valid, demand[idx], 0))
     blk = jnp.cumsum(jnp.where(valid, blocks[idx], 0))
-    has_pre = jnp.cumsum(valid & pre[idx]) > 0
-    ok = valid & feasible(tok, jnp.cumsum(valid), blk, has_pre, jnp.cumsum(valid & new[idx]))
+    ok = valid & feasible(tok, jnp.cumsum(valid), blk, jnp.cumsum(valid & pre[idx]) > 0)
     prefix = jnp.cumsum(~ok) == 0
     whole = jnp.zeros_like(cand).at[idx].max(prefix & valid)
     first_out = jnp.sum(prefix)
@@ -276,12 +271,11 @@ def fill(
         jnp.minimum(blocks, jnp.maximum(free_blocks, 0) + 1),
         cand.astype(demand.dtype),
         pre.astype(demand.dtype),
-        new.astype(demand.dtype),
       ]
     ).astype(jnp.float32)  # zero outside the candidates
-    tokens, blks, count, n_pre, n_new = clipped @ ahead.astype(jnp.float32)
+    tokens, blks, count, n_pre = clipped @ ahead.astype(jnp.float32)
     # Feasibility only falls along the order, so the feasible candidates are the prefix.
-    whole = cand & feasible(tokens, count, blks, n_pre > 0, n_new)
+    whole = cand & feasible(tokens, count, blks, n_pre > 0)
     stop = cand & ~whole
     b = jnp.argmin(jnp.where(stop, count, jnp.inf))
     return whole, b.astype(jnp.int32), jnp.any(stop)
@@ -314,7 +308,6 @@ def fill(
       jnp.sum(whole) + 1,
       jnp.sum(jnp.where(whole, blocks, 0)) + new_blocks(prefilled[b], chunk, kv_blocks[b]),
       True,
-      jnp.sum(whole & new) + new[b],
     )
   )
   grant = jnp.where(whole, demand, 0)
@@ -522,6 +515,32 @@ def _memory_victim(slots, key):
   return jnp.arange(key.shape[0]) == last
 
 
+def _residency(demand, priority, kv_blocks, max_resident):
+  """Drops the candidates without KV beyond the first `max_resident - holders` in the order.
+
+  The rest of the projection is unchanged; a request already holding KV is never displaced
+  (only the policy preempts). The first few in the order are a fill with one token each and
+  room only for the count, so `fill` finds them.
+  """
+  entering = (demand > 0) & (kv_blocks == 0)
+  room = max_resident - jnp.sum(kv_blocks > 0, dtype=jnp.int32)
+
+  def select():
+    ones = entering.astype(jnp.int32)
+    zero = jnp.zeros_like(ones)
+    big = jnp.int32(NO_LIMIT)
+    first = fill(priority, ones, zero.astype(bool), zero, zero, big, big, room, 0, False)
+    return jnp.where(entering & (first == 0), 0, demand)
+
+  binding = jnp.sum(entering, dtype=jnp.int32) > room
+  # Outer cond on a parameter: a sweep whose lanes all leave residency unbounded skips it.
+  return jax.lax.cond(
+    max_resident < NO_LIMIT,
+    lambda: jax.lax.cond(binding, select, lambda: demand),
+    lambda: demand,
+  )
+
+
 def _features(slots, grant, decode):
   granted = grant > 0
   pre = granted & ~decode
@@ -698,6 +717,7 @@ def step(key, state: State, action: Action, params: EnvParams, workload, config:
   left = remaining(sl)
   can_run = runnable(sl, t)
   demand = jnp.where(can_run & ~preempted_now, jnp.minimum(jnp.maximum(action.grant, 0), left), 0)
+  demand = _residency(demand, action.priority, sl.kv_blocks, params.max_resident)
   watermark_blocks = jnp.floor(params.watermark * params.num_blocks).astype(jnp.int32)
   grant = fill(
     action.priority,
@@ -710,7 +730,6 @@ def step(key, state: State, action: Action, params: EnvParams, workload, config:
     params.max_seqs,
     watermark_blocks,
     config.chunked_prefill,
-    params.max_resident - jnp.sum(sl.kv_blocks > 0, dtype=jnp.int32),
   )
   granted = grant > 0
   added = jnp.where(granted, new_blocks(sl.prefilled, grant, sl.kv_blocks), 0)

@@ -522,9 +522,18 @@ def simulate(
     # feasible batch: the longest feasible prefix in priority order, the last prefill cut.
     cands = [r for r in vis if r.release <= t and r.slot not in stopped]
     cands.sort(key=_order)
+    # Residency: requests without KV enter only while fewer than max_resident hold KV.
+    room = max_resident - sum(1 for r in vis if r.kv > 0)
+    kept = []
+    for r in cands:
+      if r.kv == 0:
+        if room <= 0:
+          continue
+        room -= 1
+      kept.append(r)
+    cands = kept
     batch = []
     tokens = blocks = 0
-    resident = sum(1 for r in vis if r.kv > 0)
     has_prefill = False
     n_p = n_d = s_p = q = a_sum = k_sum = s_d = 0
     for r in cands:
@@ -534,23 +543,20 @@ def simulate(
       c = left
       nb = max(0, -(-(done + c) // BLOCK_SIZE) - r.kv)
       reserve = watermark if (has_prefill or not decode) else 0
-      new = 1 if r.kv == 0 else 0  # starts holding KV
       cut = False
-      full = len(batch) >= max_seqs or resident + new > max_resident
-      if tokens + c > budget or full or blocks + nb > free - reserve:
+      if tokens + c > budget or len(batch) >= max_seqs or blocks + nb > free - reserve:
         if decode or not chunked:
           break
         c = min(budget - tokens, left)
         if c <= 0:
           break
         nb = max(0, -(-(done + c) // BLOCK_SIZE) - r.kv)
-        if full or blocks + nb > free - watermark:
+        if len(batch) >= max_seqs or blocks + nb > free - watermark:
           break
         cut = True
       batch.append((r, c, nb))
       tokens += c
       blocks += nb
-      resident += new
       if decode:
         n_d += 1
         s_d += done + 1

@@ -255,9 +255,8 @@ def test_fill_matches_sorted_walk(n):
     demand = np.where(rng.random(n) < sparse, 0, rng.integers(1, 80 * big, n)).astype(np.int32)
     is_pre = rng.random(n) < 0.6
     demand = np.where(is_pre, demand, np.minimum(demand, 1))
-    prefilled = np.where(rng.random(n) < 0.5, 0, rng.integers(1, 100, n)).astype(np.int32)
+    prefilled = rng.integers(0, 100, n).astype(np.int32)
     kv = ((prefilled + 15) // 16).astype(np.int32)
-    room = int(rng.integers(0, 6)) if trial % 3 == 1 else 1 << 30  # requests new to the KV
     free, budget = int(rng.integers(0, 30 * big)), int(rng.integers(1, 200 * big))
     max_seqs, wm = (6, 2) if trial % 5 else (n, 0)
     got = np.asarray(
@@ -272,37 +271,35 @@ def test_fill_matches_sorted_walk(n):
         max_seqs,
         wm,
         True,
-        room,
       )
     )
-    want = _sorted_walk(prio, demand, is_pre, prefilled, kv, free, budget, max_seqs, wm, room)
+    want = _sorted_walk(prio, demand, is_pre, prefilled, kv, free, budget, max_seqs, wm)
     np.testing.assert_array_equal(got, want, err_msg=f"trial {trial}")
 
 
-def _sorted_walk(prio, demand, is_pre, prefilled, kv, free, budget, max_seqs, wm, room):
+def _sorted_walk(prio, demand, is_pre, prefilled, kv, free, budget, max_seqs, wm):
   """The fill rule written the obvious way: sort, then walk."""
   n = len(prio)
   want = np.zeros(n, np.int32)
-  tok = cnt = blk = new = 0
+  tok = cnt = blk = 0
   has_pre = False
 
   def nb(i, c):
     return max(0, -(-(prefilled[i] + c) // 16) - kv[i])
 
-  def ok(t, c, b, p, r):
-    return t <= budget and c <= max_seqs and b <= free - (wm if p else 0) and r <= room
+  def ok(t, c, b, p):
+    return t <= budget and c <= max_seqs and b <= free - (wm if p else 0)
 
   for i in sorted(range(n), key=lambda i: (-np.float32(prio[i]), i)):
     if demand[i] == 0:
       continue
-    r = new + (kv[i] == 0)
-    if ok(tok + demand[i], cnt + 1, blk + nb(i, demand[i]), has_pre or is_pre[i], r):
+    if ok(tok + demand[i], cnt + 1, blk + nb(i, demand[i]), has_pre or is_pre[i]):
       want[i] = demand[i]
-      tok, cnt, blk, new = tok + demand[i], cnt + 1, blk + nb(i, demand[i]), r
+      tok, cnt, blk = tok + demand[i], cnt + 1, blk + nb(i, demand[i])
       has_pre = has_pre or is_pre[i]
       continue
     c = min(budget - tok, demand[i])
-    if is_pre[i] and c > 0 and ok(tok + c, cnt + 1, blk + nb(i, c), True, r):
+    if is_pre[i] and c > 0 and ok(tok + c, cnt + 1, blk + nb(i, c), True):
       want[i] = c
     break
   return want
