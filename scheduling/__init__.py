@@ -18,6 +18,8 @@ SERVING_POLICIES = (
   "tempo_oracle",
 )
 ABLATIONS = ("tempo_norefine", "tempo_noisy25", "tempo_noisy50", "tempo_nogmax", "tempo_noswap")
+# Not in the paper's list: SRTF on request-level instead of token-level deadlines.
+EXTRA = ("srtf_ttlt",)
 
 
 def build(name: str, *, bound=None, true_lengths=None, n_jobs=1, n_clients=1, batch=32, seed=0):
@@ -44,6 +46,8 @@ def build(name: str, *, bound=None, true_lengths=None, n_jobs=1, n_clients=1, ba
     return baselines.edf(), (), True
   if name == "srtf":
     return baselines.srtf(), (), True
+  if name == "srtf_ttlt":
+    return baselines.srtf_ttlt(), need(bound, "bound"), True
   if name == "las":
     return baselines.las(n_jobs), (), True
   if name == "vtc":
@@ -67,5 +71,5 @@ def build(name: str, *, bound=None, true_lengths=None, n_jobs=1, n_clients=1, ba
       raise KeyError(f"unknown policy {name!r}")
     return tempo.tempo(), tempo.default_params(lb, batch, gmax=gmax, max_swaps=swaps), True
   raise KeyError(
-    f"unknown policy {name!r}; known: {', '.join(SERVING_POLICIES + ABLATIONS + ('fcfs',))}"
+    f"unknown policy {name!r}; known: {', '.join(SERVING_POLICIES + ABLATIONS + EXTRA + ('fcfs',))}"
   )
