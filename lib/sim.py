@@ -211,7 +211,8 @@ def sweep(
   `env_params`, `policy_params` and `keys` carry a leading config axis; `workload` is shared
   (`workload_axis=None`) or stacked (`workload_axis=0`, same request count per lane). With a
   `mesh` (lib/sharding.make_mesh) the config axis is split over its devices; the result is the
-  same as without one.
+  same as without one, to float rounding (XLA may contract multiply-adds differently for one lane
+  per device than for many). Parameters equal in every lane enter unbatched (`_shared_leaves`).
   """
   env_params, env_axes = _shared_leaves(env_params)
   policy_params, policy_axes = _shared_leaves(policy_params)

@@ -629,7 +629,7 @@ def _decode_stretch(sl, dec, quiet, t, wake, free_blocks, horizon, state, params
 
   last_finish = jnp.min(jnp.where(dec, sl.out_len - sl.generated, NO_LIMIT)) + 1
   # Each latency slot of the batch must earn a known gain on every extra token: the full weight
-  # (on pace) or nothing (written off). U1, U2: the last iteration u for which each holds.
+  # (on pace) or nothing (written off); u_on_pace and u_written_off bound the iterations.
   # Token j (1-based) is on pace while t_j <= release + min(TTFT, SLO_TTFT) + (j - 1) * SLO_TBT.
   # The first extra token has j - 1 = generated; later tokens add SLO_TBT to the bound and at
   # most `longest` to the clock, so when SLO_TBT >= longest, that token's check covers the rest.
@@ -656,7 +656,6 @@ def _decode_stretch(sl, dec, quiet, t, wake, free_blocks, horizon, state, params
   u_on_pace = 1 + jnp.sum(t_u <= pace_min, dtype=jnp.int32)
   u_off = jnp.min(jnp.where(watched & ~paced, u_written_off, NO_LIMIT))
   u_gain = jnp.minimum(u_on_pace, u_off)
-  on_pace = paced
   # A slot adds at most ceil(tokens / BLOCK_SIZE) blocks for `tokens` more tokens.
   blocks_bound = n_d.astype(jnp.int32) * _ceil_div(u - 1, BLOCK_SIZE)
   ok = (
@@ -673,7 +672,7 @@ def _decode_stretch(sl, dec, quiet, t, wake, free_blocks, horizon, state, params
   max_gap = jnp.max(jnp.where(run, t_u - t_before, 0.0))
   grow = dec & (extra > 0)
   added = jnp.where(grow, new_blocks(sl.prefilled, extra, sl.kv_blocks), 0)
-  weight = jnp.where(grow & (sl.cls == 0) & on_pace, params.decode_weight * extra, 0.0)
+  weight = jnp.where(grow & paced, params.decode_weight * extra, 0.0)
   sl = sl.replace(
     prefilled=sl.prefilled + jnp.where(grow, extra, 0),
     generated=sl.generated + jnp.where(grow, extra, 0),
