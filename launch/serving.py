@@ -213,24 +213,18 @@ def _plots(workdir, config, summary, outputs_at):
   loads, table = summary["loads"], summary["table"]
   main = [p for p in config.policies if p in table]
   figs = {}
-  figs["gain"] = plots.line_plot(
-    os.path.join(workdir, "tempo_gain_vs_load.png"),
-    loads,
-    {p: table[p]["service_gain"] for p in main},
-    xlabel="load rho (x Sarathi saturation)",
-    ylabel="service gain",
-    title="Service gain vs load",
-    logy=True,
-  )
+  regimes = [("gain", "tempo_gain_vs_load.png", "", {p: table[p] for p in main})]
   if "tight" in summary:
     tight = summary["tight"]["table"]
-    figs["gain_tight"] = plots.line_plot(
-      os.path.join(workdir, "tempo_gain_vs_load_tight_slos.png"),
+    regimes.append(("gain_tight", "tempo_gain_vs_load_tight_slos.png", ", tight SLOs", tight))
+  for key, filename, label, tab in regimes:
+    figs[key] = plots.line_plot(
+      os.path.join(workdir, filename),
       loads,
-      {p: tight[p]["service_gain"] for p in tight},
+      {p: row["service_gain"] for p, row in tab.items()},
       xlabel="load rho (x Sarathi saturation)",
       ylabel="service gain",
-      title="Service gain vs load, tight SLOs",
+      title=f"Service gain vs load{label}",
       logy=True,
     )
   figs["token_goodput"] = plots.line_plot(
