@@ -88,7 +88,7 @@ def _compiled(env, policy, chunk_steps, batched, workload_axis, mesh, params_axe
   """Jitted (init, chunk) for one env/policy pair; cached so repeated runs never retrace.
 
   `params_axes`: vmap in_axes of (env params, policy params), a pytree prefix with 0 on leaves
-  that differ between lanes and None on leaves shared by all (see `_shared_leaves`).
+  that differ between lanes and None on leaves shared by all (see `_shared_switches`).
   """
   init = functools.partial(_init, env, policy)
   chunk = functools.partial(_chunk, env, policy, chunk_steps)
@@ -116,21 +116,25 @@ def _compiled(env, policy, chunk_steps, batched, workload_axis, mesh, params_axe
   return init, chunk
 
 
-def _shared_leaves(tree):
-  """(tree with every leaf equal across lanes cut to one copy, vmap in_axes for it).
+def _shared_switches(params):
+  """(params with shared branch switches cut to one copy, vmap in_axes for params).
 
-  A shared leaf enters the vmapped computation unbatched, so a `lax.cond` that reads only such
-  leaves (say `noise_sigma > 0` when no lane has noise) stays a real branch instead of running
-  both sides in every lane.
+  A params class may name, in `branch_fields`, fields that only gate branches (say
+  `noise_sigma`, whose `> 0` decides whether noise is drawn). When such a field is equal in every
+  lane it enters the vmapped computation unbatched, so the `lax.cond` on it stays a real branch
+  instead of running both sides in every lane. Other fields stay batched: the lanes' arithmetic
+  then compiles the same however the lanes are split over devices.
   """
-  leaves, treedef = jax.tree.flatten(tree)
-  cut, axes = [], []
-  for leaf in leaves:
-    host = np.asarray(leaf)
-    same = host.ndim >= 1 and host.shape[0] > 0 and bool(np.all(host == host[:1]))
-    cut.append(leaf[0] if same else leaf)
-    axes.append(None if same else 0)
-  return treedef.unflatten(cut), treedef.unflatten(axes)
+  axes = jax.tree.map(lambda _: 0, params)
+  fields = getattr(type(params), "branch_fields", ())
+  shared = {}
+  for name in fields:
+    host = np.asarray(getattr(params, name))
+    if host.ndim == 1 and host.shape[0] > 0 and bool(np.all(host == host[0])):
+      shared[name] = getattr(params, name)[0]
+  if not shared:
+    return params, axes
+  return params.replace(**shared), axes.replace(**dict.fromkeys(shared))
 
 
 def _run(init, chunk, args, n_total, max_steps, chunk_steps, log_every_s, label):
@@ -211,11 +215,10 @@ def sweep(
   `env_params`, `policy_params` and `keys` carry a leading config axis; `workload` is shared
   (`workload_axis=None`) or stacked (`workload_axis=0`, same request count per lane). With a
   `mesh` (lib/sharding.make_mesh) the config axis is split over its devices; the result is the
-  same as without one, to float rounding (XLA may contract multiply-adds differently for one lane
-  per device than for many). Parameters equal in every lane enter unbatched (`_shared_leaves`).
+  same as without one. Branch switches equal in every lane enter unbatched (`_shared_switches`).
   """
-  env_params, env_axes = _shared_leaves(env_params)
-  policy_params, policy_axes = _shared_leaves(policy_params)
+  env_params, env_axes = _shared_switches(env_params)
+  policy_params, policy_axes = _shared_switches(policy_params)
   axes = (env_axes, policy_axes)
   if mesh is not None:
     lanes = sharding_lib.leading(mesh)

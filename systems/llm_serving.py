@@ -14,7 +14,7 @@ import jax.numpy as jnp
 from jaxsys.systems import timing
 
 BLOCK_SIZE = 16
-_SMALL = 16  # fill sorts this many candidates directly; more take the bisection
+_SMALL = 16  # fill sorts this many candidates directly; more take ranks or the bisection
 _RANK_MAX = 128  # tables up to this size fill by pairwise ranks instead
 EMPTY, BLOCKED, WAITING, RUNNING, PREEMPTED = 0, 1, 2, 3, 4
 
@@ -34,6 +34,9 @@ class EnvConfig(NamedTuple):
 @flax.struct.dataclass
 class EnvParams:
   """Numbers of one run; a sweep vmaps over a stack of these."""
+
+  # Fields that only gate branches: lib/sim.sweep passes them unbatched when every lane agrees.
+  branch_fields = ("noise_sigma", "max_resident")
 
   token_budget: int = 512  # tokens per iteration (Sarathi chunk)
   max_seqs: int = 128  # requests per iteration
