@@ -11,6 +11,7 @@ import flax.struct
 import jax
 import jax.numpy as jnp
 
+from jaxsys.lib import batching
 from jaxsys.systems import timing
 
 BLOCK_SIZE = 16
@@ -209,26 +210,33 @@ def fill(
   imin, imax = jnp.iinfo(jnp.int32).min, jnp.iinfo(jnp.int32).max
   key = jnp.where(cand, sortable_key(priority), imin)
   pre = cand & is_prefill
+  n_slots = priority.shape[0]
+  limits = (token_budget, max_seqs, free_blocks, watermark_blocks)
 
-  def feasible(tokens, count, blks, has_prefill):
+  def feasible(limits, tokens, count, blks, has_prefill):
+    token_budget, max_seqs, free_blocks, watermark_blocks = limits
     headroom = free_blocks - jnp.where(has_prefill, watermark_blocks, 0)
     return (tokens <= token_budget) & (count <= max_seqs) & (blks <= headroom)
 
   # Tokens, count, blocks and prefills of a set as one matrix-vector product (exact: float64
   # holds these integers); 2.5x faster than four masked sums per bisection round under vmap.
-  columns = jnp.stack([demand, blocks, jnp.ones_like(demand), pre.astype(demand.dtype)])
-  columns = columns.astype(jnp.float64)
+  def feasible_above(ops, v):
+    cand, key, demand, blocks, pre, limits = ops[:6]
+    columns = jnp.stack([demand, blocks, jnp.ones_like(demand), pre.astype(demand.dtype)])
+    tokens, blks, count, n_pre = columns.astype(jnp.float64) @ (key >= v).astype(jnp.float64)
+    return feasible(limits, tokens, count, blks, n_pre > 0)
 
-  def feasible_above(v):
-    tokens, blks, count, n_pre = columns @ (key >= v).astype(jnp.float64)
-    return feasible(tokens, count, blks, n_pre > 0)
+  # The branches take every traced value as an operand (lib/batching.switch_by_need).
+  def by_bisection(ops):
+    cand, key, demand, blocks, pre, limits, _ = ops
+    lo0 = jnp.min(jnp.where(cand, key, imax)).astype(jnp.int64) - 1
+    hi0 = jnp.max(key).astype(jnp.int64) + 1
 
-  def by_bisection():
     # Invariant: the set above hi fits, the set above lo does not (lo is below every key).
     def bisect(_, bounds):
       lo, hi = bounds
       mid = (lo + hi) // 2
-      ok = feasible_above(mid.astype(jnp.int32))
+      ok = feasible_above(ops, mid.astype(jnp.int32))
       return jnp.where(ok, lo, mid), jnp.where(ok, mid, hi)
 
     cut = jax.lax.fori_loop(0, 33, bisect, (lo0, hi0), unroll=True)[1]
@@ -241,30 +249,36 @@ def fill(
     cnt_cum = jnp.sum(base) + jnp.cumsum(in_level)
     blk_cum = jnp.sum(jnp.where(base, blocks, 0)) + jnp.cumsum(jnp.where(in_level, blocks, 0))
     pre_cum = jnp.any(base & pre) | (jnp.cumsum(in_level & pre) > 0)
-    fits = in_level & feasible(tok_cum, cnt_cum, blk_cum, pre_cum)
+    fits = in_level & feasible(limits, tok_cum, cnt_cum, blk_cum, pre_cum)
     stop = in_level & ~fits
     return base | fits, jnp.argmax(stop).astype(jnp.int32), jnp.any(stop)
 
-  def by_small_sort():
+  def by_small_sort(ops):
     # Few candidates (the common case off overload): sort just them and walk with cumsums.
+    # Also right when everything fits, however many compete (the nesting switch_by_need needs).
+    cand, key, demand, blocks, pre, limits, everything_fits = ops
+    n_cand = jnp.sum(cand)
     idx = jnp.nonzero(cand, size=_SMALL, fill_value=0)[0]
     valid = jnp.arange(_SMALL) < n_cand
     order = jnp.lexsort((idx, -jnp.where(valid, key[idx], imin).astype(jnp.int64)))
     idx, valid = idx[order], valid[order]
     tok = jnp.cumsum(jnp.where(valid, demand[idx], 0))
     blk = jnp.cumsum(jnp.where(valid, blocks[idx], 0))
-    ok = valid & feasible(tok, jnp.cumsum(valid), blk, jnp.cumsum(valid & pre[idx]) > 0)
+    ok = valid & feasible(limits, tok, jnp.cumsum(valid), blk, jnp.cumsum(valid & pre[idx]) > 0)
     prefix = jnp.cumsum(~ok) == 0
     whole = jnp.zeros_like(cand).at[idx].max(prefix & valid)
     first_out = jnp.sum(prefix)
-    return whole, idx[jnp.minimum(first_out, _SMALL - 1)].astype(jnp.int32), first_out < n_cand
+    b = idx[jnp.minimum(first_out, _SMALL - 1)].astype(jnp.int32)
+    return jnp.where(everything_fits, cand, whole), b, (first_out < n_cand) & ~everything_fits
 
-  def by_rank():
+  def by_rank(ops):
     # ahead[j, i]: candidate j is served no later than i. One product gives every candidate's
     # inclusive prefix sums in the serving order: no sort, no rounds, O(n_slots^2) flops that
     # vectorise well. float32 is exact here: values are clipped so that the first infeasible
     # prefix sums below 2^24, and a rounded sum of non-negative terms never drops below a
     # rounded sum of fewer of them (needs token_budget and free blocks below 2^23).
+    cand, key, demand, blocks, pre, limits, _ = ops
+    token_budget, _, free_blocks, _ = limits
     # Serving order as one int64 key: priority first, then the lower slot index.
     order = key.astype(jnp.int64) * (1 << 32) - jnp.arange(n_slots, dtype=jnp.int64)
     ahead = order[:, None] >= order[None, :]
@@ -278,26 +292,23 @@ def fill(
     ).astype(jnp.float32)  # zero outside the candidates
     tokens, blks, count, n_pre = clipped @ ahead.astype(jnp.float32)
     # Feasibility only falls along the order, so the feasible candidates are the prefix.
-    whole = cand & feasible(tokens, count, blks, n_pre > 0)
+    whole = cand & feasible(limits, tokens, count, blks, n_pre > 0)
     stop = cand & ~whole
     b = jnp.argmin(jnp.where(stop, count, jnp.inf))
     return whole, b.astype(jnp.int32), jnp.any(stop)
 
-  def everything():
-    return cand, jnp.int32(0), jnp.asarray(False)
+  def everything(ops):
+    return ops[0], jnp.int32(0), jnp.asarray(False)
 
-  # Under light load everything fits, and usually few requests compete; a single run takes the
-  # cheap branch (under vmap a cond becomes a select and every branch runs).
-  lo0 = jnp.min(jnp.where(cand, key, imax)).astype(jnp.int64) - 1
-  hi0 = jnp.max(key).astype(jnp.int64) + 1
-  n_cand = jnp.sum(cand)
-  n_slots = priority.shape[0]
-  # (Measured: the small sort saves a single run ~15% on prefill-heavy traces and costs a
-  # vmapped sweep ~8%.)
+  # Under light load everything fits, and usually few requests compete. Each branch handles
+  # all that the ones before it do, with the same result, so a vmapped sweep runs the one its
+  # neediest lane needs instead of all three (under vmap a switch becomes a select).
+  ops = (cand, key, demand, blocks, pre, limits)
+  everything_fits = feasible_above(ops, jnp.min(jnp.where(cand, key, imax)))
+  need = jnp.where(everything_fits, 0, jnp.where(jnp.sum(cand) <= _SMALL, 1, 2))
+  ops = ops + (everything_fits,)
   general = by_rank if n_slots <= _RANK_MAX else by_bisection
-  branch = jnp.where(feasible_above(lo0 + 1), 0, jnp.where(n_cand <= _SMALL, 1, 2))
-  whole, b, has_stop = jax.lax.switch(branch, (everything, by_small_sort, general))
-
+  whole, b, has_stop = batching.switch_by_need(need, (everything, by_small_sort, general), ops)
   # The first candidate that does not fit may still take a partial prefill chunk.
   tokens_before = jnp.sum(jnp.where(whole, demand, 0))
   chunk = jnp.minimum(token_budget - tokens_before, demand[b])
@@ -307,6 +318,7 @@ def fill(
     & pre[b]
     & (chunk > 0)
     & feasible(
+      limits,
       tokens_before + chunk,
       jnp.sum(whole) + 1,
       jnp.sum(jnp.where(whole, blocks, 0)) + new_blocks(prefilled[b], chunk, kv_blocks[b]),

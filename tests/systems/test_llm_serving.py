@@ -244,10 +244,11 @@ def test_rollout_does_not_retrace():
     sim.rollout(env, policy, small_params(), (), jax.random.key(seed), wl, chunk_steps=64)
 
 
-@pytest.mark.parametrize("n", [24, ls._RANK_MAX + 32])  # pairwise ranks; small sort / bisection
-def test_fill_matches_sorted_walk(n):
+def _fill_cases(n, trials=200):
+  """Random fill inputs that reach every branch, with the sorted walk's answer for each."""
   rng = np.random.default_rng(n)
-  for trial in range(200):
+  cases = []
+  for trial in range(trials):
     prio = rng.integers(-3, 3, n).astype(np.float32) if trial % 2 else rng.normal(size=n)
     sparse = (0.3, 0.6, 0.95)[trial % 3]  # every branch
     # every fourth trial in the millions: float32 prefix sums must stay exact where they count
@@ -259,22 +260,34 @@ def test_fill_matches_sorted_walk(n):
     kv = ((prefilled + 15) // 16).astype(np.int32)
     free, budget = int(rng.integers(0, 30 * big)), int(rng.integers(1, 200 * big))
     max_seqs, wm = (6, 2) if trial % 5 else (n, 0)
-    got = np.asarray(
-      jax.jit(ls.fill, static_argnums=9)(
-        jnp.asarray(prio, jnp.float32),
-        demand,
-        is_pre,
-        prefilled,
-        kv,
-        free,
-        budget,
-        max_seqs,
-        wm,
-        True,
-      )
-    )
-    want = _sorted_walk(prio, demand, is_pre, prefilled, kv, free, budget, max_seqs, wm)
+    if trial % 7 == 3:  # room for everything, however many compete
+      free, budget, max_seqs = 1 << 22, 1 << 22, n
+    args = (prio.astype(np.float32), demand, is_pre, prefilled, kv, free, budget, max_seqs, wm)
+    cases.append((args, _sorted_walk(*args)))
+  return cases
+
+
+@pytest.mark.parametrize("n", [24, ls._RANK_MAX + 32])  # pairwise ranks; small sort / bisection
+def test_fill_matches_sorted_walk(n):
+  fill = jax.jit(ls.fill, static_argnums=9)
+  for trial, (args, want) in enumerate(_fill_cases(n)):
+    got = np.asarray(fill(*args, True))
     np.testing.assert_array_equal(got, want, err_msg=f"trial {trial}")
+
+
+@pytest.mark.parametrize("n", [24, ls._RANK_MAX + 32])
+def test_vmapped_fill_matches_sorted_walk(n):
+  # A vmapped fill runs the branch its neediest lane needs on every lane (lib/batching), so
+  # each lane must get its own answer from any branch at or above its need: try every pair.
+  cases = _fill_cases(n, trials=48)
+  fill = jax.jit(jax.vmap(lambda *a: ls.fill(*a, True)))
+  wide = [c for c in cases if np.count_nonzero(c[0][1]) > ls._SMALL]
+  assert len(wide) < len(cases) and wide  # lanes of several needs
+  for i, (a, want_a) in enumerate(cases):
+    for b, want_b in cases[i:]:
+      pair = (np.stack([np.asarray(x), np.asarray(y)]) for x, y in zip(a, b, strict=True))
+      got = np.asarray(fill(*pair))
+      np.testing.assert_array_equal(got, np.stack([want_a, want_b]))
 
 
 def _sorted_walk(prio, demand, is_pre, prefilled, kv, free, budget, max_seqs, wm):
