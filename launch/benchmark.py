@@ -8,8 +8,10 @@ roofline, Sarathi chunk 512:
     step) vs the reference, on two workloads: chat-like lengths (serving.md 1.4 default) with
     Poisson arrivals at 4 req/s, and Azure code-trace lengths (prefill-heavy, 28 output tokens
     on average) at 2 req/s;
-(2) a K-config vmapped sweep (load x max_seqs) vs K sequential reference runs and K sequential
-    jitted runs;
+(2) a K-config vmapped sweep (load x max_seqs) on one device vs K sequential reference runs and
+    K sequential jitted runs; then the same sweep with its config axis split over all devices.
+    The host is split into one XLA CPU device per core (`--host_devices`), so the sharded
+    figure uses every core while the reference and the one-device figures use about one;
 (3) jitted time per request as the trace grows.
 The process's XLA flags are recorded (`--tune_cpu`, on by default, adds lib/xla_flags.CPU_FLAGS).
 Results: a JSON file (and a short table on stdout).
@@ -26,7 +28,7 @@ import jax
 import numpy as np
 from absl import app, flags, logging
 
-from jaxsys.lib import sim, xla_flags
+from jaxsys.lib import sharding, sim, xla_flags
 from jaxsys.lib.writer import atomic_write
 from jaxsys.scheduling import baselines
 from jaxsys.systems import llm_serving as ls
@@ -37,11 +39,17 @@ _SUITE = flags.DEFINE_enum("suite", "serving", ["serving"], "Which benchmark sui
 _OUT = flags.DEFINE_string("out", "workdir/bench/serving.json", "Where the JSON goes.")
 _QUICK = flags.DEFINE_bool("quick", False, "Small sizes (seconds), for tests.")
 _TUNE_CPU = flags.DEFINE_bool("tune_cpu", True, "Add lib/xla_flags.CPU_FLAGS before JAX starts.")
+_HOST_DEVICES = flags.DEFINE_integer(
+  "host_devices",
+  0,
+  "XLA CPU devices to split the host into (0: one per core) for the sharded sweep.",
+)
 _AZURE = flags.DEFINE_string(
   "azure", "../shared/data/azure_llm_2023_code.csv", "Azure code trace (lengths)."
 )
 
 N_SLOTS = 128  # above the peak concurrency of every benchmark run (checked: no blocked admission)
+SWEEP_SLOTS = 96  # the sweep's peak concurrency is 82 (checked: no lane blocks an admission)
 MACRO_STEPS = 128
 CHAT_RATE = 4.0  # req/s: queues start to grow near 6 req/s for these lengths on this engine
 AZURE_RATE = 2.0
@@ -129,7 +137,11 @@ def single_run(envs, policy, coef, wl, with_reference=True):
 
 
 def sweep_vs_sequential(env, policy, coef, wl, k):
-  """K configurations (load 0.25-1.25x, max_seqs 32/128) as one vmapped sweep vs K runs."""
+  """K configurations (load 0.25-1.25x, max_seqs 32/128) as one vmapped sweep vs K runs.
+
+  With more than one device the sweep is also timed with its config axis split over all of
+  them (lib/sharding), and must equal the one-device sweep bit for bit.
+  """
   scales = np.linspace(0.25, 1.25, k)
   params = [
     _params(coef, arrival_scale=float(s), max_seqs=int(32 + 96 * (i % 2)))
@@ -137,25 +149,48 @@ def sweep_vs_sequential(env, policy, coef, wl, k):
   ]
   stacked = sim.stack(params)
   keys = jax.random.split(jax.random.key(0), k)
-  run = lambda: sim.sweep(env, policy, stacked, (), keys, wl)[0]  # noqa: E731
-  _, first = _timed(run)
-  _, sweep_wall = _timed(run)
+
+  def timed_sweep(mesh):
+    run = lambda: sim.sweep(env, policy, stacked, (), keys, wl, mesh=mesh)[0]  # noqa: E731
+    _, first = _timed(run)
+    state, wall = _timed(run)
+    return state, wall, max(first - wall, 0.0)
+
+  state, sweep_wall, sweep_compile = timed_sweep(None)
+  if int(np.max(state.admit_blocked)):
+    raise RuntimeError(f"{env.config.n_slots} slots were too few: raise SWEEP_SLOTS")
   np_wl = jax.tree.map(np.asarray, wl)
-  _, ref_wall = _timed(lambda: [reference.simulate(np_wl, env.config, p, "fcfs") for p in params])
+  refs, ref_wall = _timed(
+    lambda: [reference.simulate(np_wl, env.config, p, "fcfs") for p in params]
+  )
+  ref_finish = np.stack([r["finish_t"] for r in refs])
   seq = lambda: [sim.rollout(env, policy, p, (), keys[0], wl)[0] for p in params]  # noqa: E731
   _timed(lambda: sim.rollout(env, policy, params[0], (), keys[0], wl)[0])  # compile
   _, seq_wall = _timed(seq)
-  return {
+  out = {
     "configs": k,
     "requests_per_config": wl.n_total,
+    "slots": env.config.n_slots,
     "sweep_wall_s": sweep_wall,
-    "sweep_compile_s": max(first - sweep_wall, 0.0),
+    "sweep_compile_s": sweep_compile,
+    "max_finish_diff_vs_reference_s": float(np.max(np.abs(state.outputs.finish_t - ref_finish))),
     "reference_sequential_wall_s": ref_wall,
     "jit_sequential_wall_s": seq_wall,
     "speedup_vs_reference": ref_wall / sweep_wall,
     "speedup_vs_jit_sequential": seq_wall / sweep_wall,
     "sweep_s_per_config": sweep_wall / k,
   }
+  if jax.device_count() > 1 and k % jax.device_count() == 0:
+    sharded, wall, compile_s = timed_sweep(sharding.make_mesh())
+    jax.tree.map(np.testing.assert_array_equal, sharded.outputs, state.outputs)
+    out["sharded"] = {
+      "devices": jax.device_count(),
+      "sweep_wall_s": wall,
+      "sweep_compile_s": compile_s,
+      "speedup_vs_reference": ref_wall / wall,
+      "speedup_vs_one_device": sweep_wall / wall,
+    }
+  return out
 
 
 def serving(quick: bool, azure_path: str):
@@ -194,14 +229,18 @@ def serving(quick: bool, azure_path: str):
   per_req = [s["us_per_request"] for s in scaling]
   result["scaling"] = {"runs": scaling, "max_over_min_us_per_request": max(per_req) / min(per_req)}
   small = chat_like(500 if quick else 2_000, CHAT_RATE, 2)
-  result["sweep"] = [sweep_vs_sequential(macro, policy, coef, small, k) for k in (8, 64)]
+  sweep_env = ls.make(ls.EnvConfig(n_slots=SWEEP_SLOTS, macro_steps=MACRO_STEPS))
+  result["sweep"] = [sweep_vs_sequential(sweep_env, policy, coef, small, k) for k in (8, 64)]
   return result
 
 
 def main(argv):
   del argv
+  # Before the first JAX computation starts the backend.
   if _TUNE_CPU.value:
-    xla_flags.add()  # before the first JAX computation starts the backend
+    xla_flags.add()
+  host_devices = _HOST_DEVICES.value or os.cpu_count() or 1
+  xla_flags.add(f"--xla_force_host_platform_device_count={host_devices}")
   result = serving(_QUICK.value, _AZURE.value)
   os.makedirs(os.path.dirname(_OUT.value) or ".", exist_ok=True)
   atomic_write(_OUT.value, json.dumps(result, indent=1))
@@ -217,10 +256,16 @@ def main(argv):
         )
   for sw in result["sweep"]:
     print(
-      f"sweep K={sw['configs']}: {sw['sweep_wall_s']:.1f} s vs reference "
+      f"sweep K={sw['configs']}: {sw['sweep_wall_s']:.1f} s on one device vs reference "
       f"{sw['reference_sequential_wall_s']:.1f} s ({sw['speedup_vs_reference']:.1f}x), "
       f"jit sequential {sw['jit_sequential_wall_s']:.1f} s"
     )
+    if "sharded" in sw:
+      sh = sw["sharded"]
+      print(
+        f"  sharded over {sh['devices']} CPU devices: {sh['sweep_wall_s']:.1f} s "
+        f"({sh['speedup_vs_reference']:.1f}x the one-core reference)"
+      )
   print(
     f"time per request across sizes: max/min {result['scaling']['max_over_min_us_per_request']:.2f}"
   )
