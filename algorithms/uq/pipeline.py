@@ -1,0 +1,208 @@
+"""The UQ loop: perturb -> generate -> embed -> score -> label -> evaluate (spec section 10).
+
+One readable function per stage; `run` chains them and caches each stage's output in the
+workdir (JSON for texts, NPZ for embeddings), keyed by the settings that stage depends on, so a
+rerun, a new estimator or a new metric never regenerates text. Texts stay on the host; the
+scoring reads one `UQInputs` pytree (algorithms/uq/estimators.py).
+
+  task = tasks.reasoning_gym("basic_arithmetic", size=100, seed=0)
+  result = pipeline.run(task, backend, encoder.encode, config, key, workdir)
+  result.metrics["inv_entropy"]["auroc"].mean
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import hashlib
+import json
+import os
+import time
+from collections.abc import Callable, Sequence
+from typing import Any, NamedTuple
+
+import jax
+import numpy as np
+from absl import logging
+
+from jaxsys.algorithms.uq import baselines, estimators, labels, metrics, perturb
+from jaxsys.lib.writer import atomic_write
+
+Embed = Callable[[Sequence[str]], np.ndarray]
+
+QA_SUFFIX = " Answer concisely and return only the name."  # the paper's QA prompt
+MATH_SUFFIX = " Answer concisely and return only the result itself."  # the paper's GSM8K prompt
+
+
+@dataclasses.dataclass(frozen=True)
+class Task:
+  """Questions with a correctness rule. `correct(answer, i)` judges an answer to question i."""
+
+  name: str
+  questions: tuple[str, ...]
+  correct: Callable[[str, int], bool]
+  prompt_suffix: str = QA_SUFFIX
+  max_new_tokens: int = 32
+
+
+@dataclasses.dataclass(frozen=True)
+class Config:
+  """Pipeline settings (paper defaults; spec section 9)."""
+
+  perturber: str = "gaap"  # PERTURBERS name
+  n: int = 9  # perturbations per question (m = n + 1 inputs)
+  r: int = 5  # responses per input
+  r0: int = 10  # baseline samples of the original question
+  temperature: float = 0.7
+  num_bootstrap: int = 30
+  estimators: tuple[str, ...] = ()  # empty: every estimator the inputs support
+  verbalized: bool = True  # one extra greedy generation per question
+  p_true_samples: int = 5  # p_true_empirical: sampled A/B verdicts per question (0: off)
+  eval_bootstrap: int = 40
+  seed: int = 0
+
+  def __post_init__(self):
+    for name in ("n", "r", "r0", "num_bootstrap", "eval_bootstrap"):
+      if getattr(self, name) < 1:
+        raise ValueError(f"Config.{name} must be >= 1, got {getattr(self, name)}")
+    if self.temperature < 0:
+      raise ValueError(f"Config.temperature must be >= 0, got {self.temperature}")
+
+
+class Generations(NamedTuple):
+  inputs: list[list[str]]  # [Q][m] original question first, then its n perturbations
+  responses: list[list[list[str]]]  # [Q][m][r]
+  baseline: list[list[str]]  # [Q][r0] samples of the original question
+  greedy: list[str]  # [Q] the labelled answer (temperature 0)
+  verbalized: list[str]  # [Q] greedy answer to the verbalized-confidence prompt ([] if off)
+  p_true: list[list[str]]  # [Q][k] sampled verdicts on the greedy answer ([] if off)
+  degenerate: list[bool]  # [Q] perturbation found no valid rewording
+
+
+class Result(NamedTuple):
+  scores: dict[str, np.ndarray]  # estimator -> [Q] uncertainty
+  correct: np.ndarray  # bool [Q] the greedy answer is right
+  metrics: dict[str, dict[str, metrics.BootstrapStat]]  # estimator -> metric -> stat
+  generations: Generations
+
+
+def _cache_path(workdir: str, stage: str, settings: dict) -> str:
+  digest = hashlib.sha1(json.dumps(settings, sort_keys=True).encode()).hexdigest()[:12]
+  return os.path.join(workdir, "cache", f"{stage}-{digest}.json")
+
+
+def _cached(workdir: str | None, stage: str, settings: dict, compute: Callable[[], Any]):
+  """compute() once per settings: stored as JSON in workdir/cache (atomic), reread after."""
+  if workdir is None:
+    return compute()
+  path = _cache_path(workdir, stage, settings)
+  if os.path.exists(path):
+    with open(path) as f:
+      logging.info("%s: reusing %s", stage, path)
+      return json.load(f)["value"]
+  start = time.time()
+  value = compute()
+  os.makedirs(os.path.dirname(path), exist_ok=True)
+  atomic_write(path, json.dumps({"settings": settings, "value": value}))
+  logging.info("%s: %.1f s, cached in %s", stage, time.time() - start, path)
+  return value
+
+
+def generate(task: Task, backend, config: Config, key, workdir=None, perturb_kwargs=None):
+  """Perturbations and every generation the estimators need, each stage cached."""
+  settings = {
+    "task": task.name,
+    "questions": list(task.questions),
+    "seed": config.seed,
+    "perturber": config.perturber,
+    "n": config.n,
+  }
+
+  def do_perturb():
+    out = perturb.PERTURBERS.get(config.perturber)(
+      list(task.questions), config.n, jax.random.fold_in(key, 0), **(perturb_kwargs or {})
+    )
+    return {"texts": out.texts, "degenerate": out.degenerate}
+
+  perturbed = _cached(workdir, "perturb", settings, do_perturb)
+  inputs = [[q, *p] for q, p in zip(task.questions, perturbed["texts"], strict=True)]
+
+  def sample(stage, prompts, n, temperature, seed):
+    stage_settings = {**settings, "prompts": prompts, "r": n, "T": temperature, "seed": seed}
+    stage_settings["max_new_tokens"] = task.max_new_tokens
+    run = lambda: _cut(backend.sample(prompts, n, temperature, task.max_new_tokens, seed=seed))  # noqa: E731
+    return _cached(workdir, stage, stage_settings, run)
+
+  asked = [q + task.prompt_suffix for q in task.questions]
+  flat = [x + task.prompt_suffix for row in inputs for x in row]
+  m, seed = config.n + 1, config.seed * 100
+  responses = sample("responses", flat, config.r, config.temperature, seed + 1)
+  responses = [responses[i * m : (i + 1) * m] for i in range(len(inputs))]
+  baseline = sample("baseline", asked, config.r0, config.temperature, seed + 2)
+  greedy = [s[0] for s in sample("greedy", asked, 1, 0.0, seed + 3)]
+  verbalized, p_true = [], []
+  if config.verbalized:
+    asks = [a + baselines.VERBALIZED_SUFFIX for a in asked]
+    verbalized = [s[0] for s in sample("verbalized", asks, 1, 0.0, seed + 4)]
+  if config.p_true_samples:
+    asks = [baselines.p_true_prompt(q, a) for q, a in zip(task.questions, greedy, strict=True)]
+    p_true = sample("p_true", asks, config.p_true_samples, 1.0, seed + 5)
+  return Generations(
+    inputs, responses, baseline, greedy, verbalized, p_true, perturbed["degenerate"]
+  )
+
+
+def _cut(samples):
+  """Answers end at their first non-empty line (spec section 9)."""
+  return [[_first_line(s) for s in row] for row in samples]
+
+
+def _first_line(text: str) -> str:
+  for line in text.strip().splitlines():
+    if line.strip():
+      return line.strip()
+  return ""
+
+
+def build_inputs(gens: Generations, embed: Embed) -> estimators.UQInputs:
+  """Embeds every text once and gathers the host-side estimator values."""
+  q = len(gens.inputs)
+  m, r, r0 = len(gens.inputs[0]), len(gens.responses[0][0]), len(gens.baseline[0])
+  flat_x = [x for row in gens.inputs for x in row]
+  flat_y = [y for row in gens.responses for ys in row for y in ys]
+  flat_b = [b for row in gens.baseline for b in row]
+  emb = np.asarray(embed(flat_x + flat_y + flat_b), np.float32)
+  d = emb.shape[1]
+  emb_x = emb[: len(flat_x)].reshape(q, m, d)
+  emb_y = emb[len(flat_x) : len(flat_x) + len(flat_y)].reshape(q, m, r, d)
+  emb_b = emb[len(flat_x) + len(flat_y) :].reshape(q, r0, d)
+  host = {}
+  if gens.verbalized:
+    host["verbalized"] = [baselines.parse_verbalized(v)[0] for v in gens.verbalized]
+  if gens.p_true:
+    host["p_true_empirical"] = [baselines.p_true_empirical(c) for c in gens.p_true]
+  return estimators.UQInputs.from_embeddings(
+    emb_x, emb_y, emb_b, texts_b=gens.baseline, host=host, normalise=labels.normalise
+  )
+
+
+def evaluate(scores: dict[str, np.ndarray], correct: np.ndarray, config: Config):
+  """AUROC, PRR, paper PRR (AP) and isotonic Brier with paired bootstrap (spec section 6.2)."""
+  return metrics.bootstrap(
+    metrics.STANDARD_METRICS,
+    scores,
+    correct.astype(np.int32),
+    num=config.eval_bootstrap,
+    seed=config.seed,
+  )
+
+
+def run(task: Task, backend, embed: Embed, config: Config, key, workdir=None, perturb_kwargs=None):
+  """The whole loop for one task; returns scores, labels and metrics (and caches stages)."""
+  gens = generate(task, backend, config, key, workdir, perturb_kwargs)
+  inputs = build_inputs(gens, embed)
+  names = list(config.estimators) or estimators.available(inputs)
+  scores = estimators.score_all(inputs, jax.random.fold_in(key, 1), names)
+  correct = np.asarray([task.correct(a, i) for i, a in enumerate(gens.greedy)], bool)
+  logging.info("%s: %d questions, %d correct", task.name, len(correct), int(correct.sum()))
+  stats = evaluate(scores, correct, config)
+  return Result(scores, correct, stats, gens)
