@@ -35,8 +35,8 @@ from jaxsys.systems import llm_serving as ls
 from jaxsys.systems import llm_serving_reference as reference
 from jaxsys.systems import timing, workloads
 
-_SUITE = flags.DEFINE_enum("suite", "serving", ["serving"], "Which benchmark suite.")
-_OUT = flags.DEFINE_string("out", "workdir/bench/serving.json", "Where the JSON goes.")
+_SUITE = flags.DEFINE_enum("suite", "serving", ["serving", "uq"], "Which benchmark suite.")
+_OUT = flags.DEFINE_string("out", None, "Where the JSON goes (default workdir/bench/SUITE.json).")
 _QUICK = flags.DEFINE_bool("quick", False, "Small sizes (seconds), for tests.")
 _TUNE_CPU = flags.DEFINE_bool("tune_cpu", True, "Add lib/xla_flags.CPU_FLAGS before JAX starts.")
 _HOST_DEVICES = flags.DEFINE_integer(
@@ -193,6 +193,16 @@ def sweep_vs_sequential(env, policy, coef, wl, k):
   return out
 
 
+def _machine():
+  return {
+    "platform": platform.platform(),
+    "cpus": os.cpu_count(),
+    "devices": [str(d) for d in jax.devices()],
+    "jax": jax.__version__,
+    "xla_flags": os.environ.get("XLA_FLAGS", ""),
+  }
+
+
 def serving(quick: bool, azure_path: str):
   jax.config.update("jax_enable_x64", True)
   coef = timing.get_preset("llama31_8b_a100")
@@ -201,13 +211,6 @@ def serving(quick: bool, azure_path: str):
   policy = baselines.fcfs()
   sizes = (1_000, 4_000, 16_000) if quick else (10_000, 100_000, 1_000_000)
   result = {
-    "machine": {
-      "platform": platform.platform(),
-      "cpus": os.cpu_count(),
-      "devices": [str(d) for d in jax.devices()],
-      "jax": jax.__version__,
-      "xla_flags": os.environ.get("XLA_FLAGS", ""),
-    },
     "setup": f"FCFS, Llama-3.1-8B/A100 roofline, Sarathi chunk 512, max_seqs 128, {N_SLOTS} "
     f"slots, macro-steps of up to {MACRO_STEPS} iterations; chat-like lengths at {CHAT_RATE} "
     f"req/s, Azure code-trace lengths at {AZURE_RATE} req/s (Poisson)",
@@ -234,6 +237,35 @@ def serving(quick: bool, azure_path: str):
   return result
 
 
+def serving_summary(result):
+  lines = []
+  for name, run in result["single_run"].items():
+    ref = run["reference"]
+    for mode in ("jit_macro", "jit_per_iteration"):
+      if mode in run:
+        j = run[mode]
+        lines.append(
+          f"{name} single run ({run['requests']} requests): {mode} {j['wall_s']:.1f} s "
+          f"(+{j['compile_s']:.1f} s compile), reference {ref['wall_s']:.1f} s, "
+          f"speedup {j['speedup_vs_reference']:.2f}x"
+        )
+  for sw in result["sweep"]:
+    lines.append(
+      f"sweep K={sw['configs']}: {sw['sweep_wall_s']:.1f} s on one device vs reference "
+      f"{sw['reference_sequential_wall_s']:.1f} s ({sw['speedup_vs_reference']:.1f}x), "
+      f"jit sequential {sw['jit_sequential_wall_s']:.1f} s"
+    )
+    if "sharded" in sw:
+      sh = sw["sharded"]
+      lines.append(
+        f"  sharded over {sh['devices']} CPU devices: {sh['sweep_wall_s']:.1f} s "
+        f"({sh['speedup_vs_reference']:.1f}x the one-core reference)"
+      )
+  ratio = result["scaling"]["max_over_min_us_per_request"]
+  lines.append(f"time per request across sizes: max/min {ratio:.2f}")
+  return lines
+
+
 def main(argv):
   del argv
   # Before the first JAX computation starts the backend.
@@ -241,35 +273,19 @@ def main(argv):
     xla_flags.add()
   host_devices = _HOST_DEVICES.value or os.cpu_count() or 1
   xla_flags.add(f"--xla_force_host_platform_device_count={host_devices}")
-  result = serving(_QUICK.value, _AZURE.value)
-  os.makedirs(os.path.dirname(_OUT.value) or ".", exist_ok=True)
-  atomic_write(_OUT.value, json.dumps(result, indent=1))
-  for name, run in result["single_run"].items():
-    ref = run["reference"]
-    for mode in ("jit_macro", "jit_per_iteration"):
-      if mode in run:
-        j = run[mode]
-        print(
-          f"{name} single run ({run['requests']} requests): {mode} {j['wall_s']:.1f} s "
-          f"(+{j['compile_s']:.1f} s compile), reference {ref['wall_s']:.1f} s, "
-          f"speedup {j['speedup_vs_reference']:.2f}x"
-        )
-  for sw in result["sweep"]:
-    print(
-      f"sweep K={sw['configs']}: {sw['sweep_wall_s']:.1f} s on one device vs reference "
-      f"{sw['reference_sequential_wall_s']:.1f} s ({sw['speedup_vs_reference']:.1f}x), "
-      f"jit sequential {sw['jit_sequential_wall_s']:.1f} s"
-    )
-    if "sharded" in sw:
-      sh = sw["sharded"]
-      print(
-        f"  sharded over {sh['devices']} CPU devices: {sh['sweep_wall_s']:.1f} s "
-        f"({sh['speedup_vs_reference']:.1f}x the one-core reference)"
-      )
-  print(
-    f"time per request across sizes: max/min {result['scaling']['max_over_min_us_per_request']:.2f}"
-  )
-  print(f"wrote {_OUT.value}")
+  if _SUITE.value == "serving":
+    result = serving(_QUICK.value, _AZURE.value)
+    lines = serving_summary(result)
+  else:
+    from jaxsys.launch import bench_uq
+
+    result = bench_uq.run(_QUICK.value)
+    lines = bench_uq.summary(result)
+  result["machine"] = _machine()
+  out = _OUT.value or f"workdir/bench/{_SUITE.value}.json"
+  os.makedirs(os.path.dirname(out) or ".", exist_ok=True)
+  atomic_write(out, json.dumps(result, indent=1))
+  print("\n".join([*lines, f"wrote {out}"]))
 
 
 if __name__ == "__main__":

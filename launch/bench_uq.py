@@ -1,0 +1,93 @@
+"""The `uq` suite of launch/benchmark.py: Inv-Entropy scoring, encoder and decoder throughput.
+
+(1) Scoring Q questions x m inputs x r answers x B bootstrap draws (default 200 x 10 x 5 x 30,
+    384-d embeddings like MiniLM's): `inv_entropy.score_dataset` (one jitted call, vmapped over
+    questions and draws) vs `inv_entropy_reference.score_dataset` (a numpy loop over questions
+    and draws). Both compute Inv- and NI-Entropy from the same embeddings; compile time apart.
+(2) MiniLM sentences per second at batch 1 and 64 (lib/models/bert.Encoder).
+(3) Decoder tokens per second at batch 1 and 64 with SmolLM2-135M (lib/models), when the
+    weights are installed.
+"""
+
+from __future__ import annotations
+
+import time
+
+import jax
+import numpy as np
+from absl import logging
+
+from jaxsys.algorithms.uq import inv_entropy, inv_entropy_reference
+
+
+def _timed(fn, repeats=1):
+  best = float("inf")
+  out = None
+  for _ in range(repeats):
+    start = time.perf_counter()
+    out = jax.block_until_ready(fn())
+    best = min(best, time.perf_counter() - start)
+  return out, best
+
+
+def scoring(q=200, m=10, r=5, d=384, num_bootstrap=30, seed=0):
+  """Jitted vs numpy Inv-Entropy on random unit embeddings; returns a dict of timings."""
+  rng = np.random.default_rng(seed)
+  emb_x = rng.normal(size=(q, m, d)).astype(np.float32)
+  emb_y = rng.normal(size=(q, m, r, d)).astype(np.float32)
+  key = jax.random.key(seed)
+  run = lambda: inv_entropy.score_dataset(key, emb_x, emb_y, num_bootstrap=num_bootstrap)  # noqa: E731
+  _, first = _timed(run)
+  scores, wall = _timed(run, repeats=3)
+  (ref_inv, _), ref_wall = _timed(
+    lambda: inv_entropy_reference.score_dataset(seed, emb_x, emb_y, num_bootstrap)
+  )
+  # Different random draws: the means agree to the bootstrap noise, not bit for bit.
+  gap = float(np.max(np.abs(np.asarray(scores.mean.inv_entropy) - ref_inv)))
+  return {
+    "shape": {"questions": q, "inputs": m, "answers": r, "dim": d, "bootstrap": num_bootstrap},
+    "jit_wall_s": wall,
+    "jit_compile_s": max(first - wall, 0.0),
+    "numpy_loop_wall_s": ref_wall,
+    "speedup": ref_wall / wall,
+    "max_abs_gap_inv_entropy": gap,
+  }
+
+
+def encoder_throughput(batch_sizes=(1, 64), n=256):
+  from jaxsys.lib.models import bert
+
+  try:
+    encoder = bert.Encoder.load()
+  except ModuleNotFoundError as e:
+    logging.warning("encoder skipped: %s", e)
+    return {"skipped": str(e)}
+  words = "the model answered every question about rivers mountains and cities quickly".split()
+  rng = np.random.default_rng(0)
+  texts = [" ".join(rng.choice(words, size=int(rng.integers(6, 16)))) for _ in range(n)]
+  out = {}
+  for bs in batch_sizes:
+    encoder.encode(texts[:bs], batch_size=bs)  # compile this bucket
+    count = min(n, 16 * bs)
+    _, wall = _timed(lambda bs=bs, count=count: encoder.encode(texts[:count], batch_size=bs))
+    out[f"batch_{bs}"] = {"sentences": count, "wall_s": wall, "sentences_per_s": count / wall}
+  return out
+
+
+def run(quick: bool) -> dict:
+  shape = dict(q=40, num_bootstrap=10) if quick else {}
+  return {"scoring": scoring(**shape), "encoder": encoder_throughput()}
+
+
+def summary(result: dict) -> list[str]:
+  s = result["scoring"]
+  lines = [
+    f"Inv-Entropy {s['shape']}: jit {s['jit_wall_s'] * 1e3:.1f} ms (+{s['jit_compile_s']:.1f} s "
+    f"compile) vs numpy loop {s['numpy_loop_wall_s']:.2f} s: {s['speedup']:.0f}x"
+  ]
+  for name in ("encoder", "decoder"):
+    for batch, row in result.get(name, {}).items():
+      if isinstance(row, dict):
+        unit = "sentences_per_s" if name == "encoder" else "tokens_per_s"
+        lines.append(f"{name} {batch}: {row[unit]:.0f} {unit.replace('_per_s', '')}/s")
+  return lines
