@@ -421,7 +421,10 @@ def kernel_entropy(emb: jax.Array) -> jax.Array:
 def _heat_kernel_entropy(laplacian: jax.Array, t, normalise: bool) -> jax.Array:
   """Von Neumann entropy of the unit-diagonal heat kernel expm(-t L) divided by m."""
   m = laplacian.shape[0]
-  kernel = jax.scipy.linalg.expm(-t * laplacian)
+  # L is symmetric, so expm(-t L) = V diag(exp(-t lambda)) V^T from one eigh: the same kernel
+  # as a Pade expm, and it compiles several times faster.
+  lam, vec = jnp.linalg.eigh((laplacian + laplacian.T) / 2.0)
+  kernel = (vec * jnp.exp(-t * lam)[None, :]) @ vec.T
   root_diagonal = jnp.sqrt(jnp.diagonal(kernel))
   kernel = kernel / (root_diagonal[:, None] * root_diagonal[None, :]) / m
   eigenvalues = jnp.linalg.eigvalsh((kernel + kernel.T) / 2.0)

@@ -49,5 +49,7 @@ def score_question(rng, emb_x, emb_y, num_bootstrap):
 def score_dataset(seed, emb_x, emb_y, num_bootstrap=30):
   """[Q] Inv-Entropy and [Q] NI-Entropy, one question at a time."""
   rng = np.random.default_rng(seed)
-  out = np.array([score_question(rng, x, y, num_bootstrap) for x, y in zip(emb_x, emb_y)])
+  out = np.array(
+    [score_question(rng, x, y, num_bootstrap) for x, y in zip(emb_x, emb_y, strict=True)]
+  )
   return out[:, 0], out[:, 1]
