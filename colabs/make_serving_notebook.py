@@ -1,6 +1,6 @@
 """Writes colabs/serving.ipynb from the cells below (run after editing them)."""
 
-import nbformat
+import _notebook  # colabs/_notebook.py (the script's folder is on sys.path)
 
 CELLS = [
   (
@@ -82,14 +82,5 @@ plt.show()""",
 ]
 
 
-def main():
-  nb = nbformat.v4.new_notebook()
-  for kind, src in CELLS:
-    cell = nbformat.v4.new_markdown_cell(src) if kind == "md" else nbformat.v4.new_code_cell(src)
-    nb.cells.append(cell)
-  nb.metadata["kernelspec"] = {"name": "python3", "display_name": "Python 3", "language": "python"}
-  nbformat.write(nb, "colabs/serving.ipynb")
-
-
 if __name__ == "__main__":
-  main()
+  _notebook.write(CELLS, "colabs/serving.ipynb")

@@ -185,6 +185,37 @@ def build_inputs(gens: Generations, embed: Embed) -> estimators.UQInputs:
   )
 
 
+def score_outputs(
+  questions: Sequence[Sequence[str]],
+  outputs: Sequence[Sequence[Sequence[str]]],
+  embed: Embed,
+  key,
+  *,
+  baseline: Sequence[Sequence[str]] | None = None,
+  names: Sequence[str] | None = None,
+) -> dict[str, np.ndarray]:
+  """Scores texts a user already has: no model call.
+
+  questions: [Q][m] the original question first, then its perturbations; outputs: [Q][m][r]
+  responses to each. `baseline`: [Q][r0] samples of the original question for the baselines
+  (default: the responses to the original question). Returns {estimator: [Q] uncertainty}.
+  """
+  if len(questions) != len(outputs):
+    raise ValueError(f"{len(questions)} question sets but {len(outputs)} output sets")
+  baseline = [list(o[0]) for o in outputs] if baseline is None else baseline
+  gens = Generations(
+    [list(q) for q in questions],
+    [[list(ys) for ys in o] for o in outputs],
+    [list(b) for b in baseline],
+    [],
+    [],
+    [],
+    [False] * len(questions),
+  )
+  inputs = build_inputs(gens, embed)
+  return estimators.score_all(inputs, key, list(names or estimators.available(inputs)))
+
+
 def evaluate(scores: dict[str, np.ndarray], correct: np.ndarray, config: Config):
   """AUROC, PRR, paper PRR (AP) and isotonic Brier with paired bootstrap (spec section 6.2)."""
   return metrics.bootstrap(
