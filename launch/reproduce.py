@@ -14,8 +14,9 @@ import time
 import jax
 from absl import app, flags, logging
 
-from jaxsys.launch import serving
+from jaxsys.launch import serving, uncertainty
 from jaxsys.launch.configs.serving import tempo_load_sweep
+from jaxsys.launch.configs.uq import inv_entropy
 from jaxsys.lib import xla_flags
 from jaxsys.lib.registry import REPRODUCTIONS
 
@@ -24,6 +25,7 @@ _SETTING = flags.DEFINE_enum("setting", "quick", ["quick", "smoke", "full"], "Ru
 
 # name -> (config factory, run(config, workdir) -> summary, summary -> markdown)
 REPRODUCTIONS.register("tempo", (tempo_load_sweep.get_config, serving.run, serving.report_markdown))
+REPRODUCTIONS.register("uq", (inv_entropy.get_config, uncertainty.run, uncertainty.report_markdown))
 
 
 def reproduce(workdir: str, setting: str = "quick") -> str:

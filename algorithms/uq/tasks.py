@@ -46,20 +46,36 @@ def gsm8k(path: str, size: int | None = 200, seed: int = 0, max_new_tokens: int 
   )
 
 
-def reasoning_gym(name: str, size: int = 100, seed: int = 0, max_new_tokens=32, **options) -> Task:
-  """A reasoning-gym procedural set; right if the dataset's scorer gives full credit.
+def reasoning_gym(
+  name: str, size: int = 100, seed: int = 0, max_new_tokens=32, match="auto", **options
+) -> Task:
+  """A reasoning-gym procedural set.
 
-  `options` go to the dataset config (e.g. basic_arithmetic's max_terms, max_digits) to set the
-  difficulty.
+  `match`: "scorer" judges with the dataset's own scorer (full credit only; the answer is the
+  last <answer> tag or the first line, spec section 6.1); "numeric" compares the last number of
+  the answer with the oracle's, as for GSM8K; "auto" (default) is numeric when the oracle answer
+  is a number. [R] Small chat models write "5 - 3 = 2" or "The answer is 2.", which the scorers
+  reject (0 of 40 right for SmolLM2-135M where the numeric rule finds 23).
+  `options` go to the dataset config (e.g. basic_arithmetic's max_terms, max_digits).
   """
   import reasoning_gym as rg  # an optional extra; imported only when asked for
 
+  if match not in ("auto", "numeric", "scorer"):
+    raise ValueError(f"match={match!r}; use 'auto', 'numeric' or 'scorer'")
   dataset = rg.create_dataset(name, size=size, seed=seed, **options)
   entries = [dataset[i] for i in range(size)]
+
+  def correct(answer, i):
+    gold = labels.last_number(str(entries[i]["answer"]))
+    numeric = match == "numeric" or (match == "auto" and gold is not None)
+    if numeric:
+      return gold is not None and labels.gsm8k_correct(answer, gold)
+    return labels.reasoning_gym_correct(answer, entries[i], dataset)
+
   return Task(
     name=f"reasoning_gym:{name}",
     questions=tuple(e["question"] for e in entries),
-    correct=lambda answer, i: labels.reasoning_gym_correct(answer, entries[i], dataset),
+    correct=correct,
     prompt_suffix=MATH_SUFFIX,
     max_new_tokens=max_new_tokens,
   )

