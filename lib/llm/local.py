@@ -63,9 +63,13 @@ class LocalBackend:
     per_batch = max(1, self.batch_rows // n)
     out: list[list[Sample]] = []
     for start in range(0, len(ids), per_batch):
+      batch = ids[start : start + per_batch]
+      # A short last batch is filled with copies of its first prompt (outputs dropped): every
+      # call then has the same batch shape and compiles once per prompt-length bucket.
+      batch = batch + [batch[0]] * (min(per_batch, len(ids)) - len(batch))
       gen = llama.generate(
         (self.graphdef, self.state),
-        ids[start : start + per_batch],
+        batch,
         key=jax.random.fold_in(key, start),
         max_new_tokens=max_new_tokens,
         temperature=float(temperature),
@@ -75,7 +79,7 @@ class LocalBackend:
         pad_id=self.tokenizer.pad_id,
       )
       tokens, mask, logprobs = (np.asarray(a) for a in (gen.tokens, gen.mask, gen.logprobs))
-      for b in range(len(ids[start : start + per_batch])):
+      for b in range(min(per_batch, len(ids) - start)):
         out.append([self._sample(tokens[b * n + i], mask[b * n + i], logprobs[b * n + i])
                     for i in range(n)])  # fmt: skip
     return out
