@@ -74,12 +74,11 @@ def tokenize(text: str) -> list[str]:
 
 
 def detokenize(tokens: Sequence[str]) -> str:
-  """Joins tokens with spaces, none before punctuation; deleted (empty) tokens vanish."""
+  """Joins tokens with spaces, none before closing punctuation or after an opening bracket
+  (operators such as "+" keep theirs); deleted (empty) tokens vanish."""
   out = ""
-  for tok in tokens:
-    if not tok:
-      continue
-    glue = "" if not out or re.fullmatch(r"[^\w\s]", tok) else " "
+  for tok in filter(None, tokens):
+    glue = "" if not out or re.fullmatch(r"[.,!?;:)\]}%']", tok) or out[-1] in "([{$'" else " "
     out += glue + tok
   return out
 
@@ -97,11 +96,18 @@ class Substitutions:
   the spec's embedding-neighbour source; `source` tells which one produced a word's set.
   """
 
-  def __init__(self, embed: Embed, wordnet=None, vocabulary: Sequence[str] = (), limit=20):
+  def __init__(
+    self, embed: Embed, wordnet=None, vocabulary: Sequence[str] = (), limit=20, max_candidates=60
+  ):
     self.embed, self.wordnet, self.limit = embed, wordnet, limit
+    # [R] Only the first `max_candidates` WordNet relatives (synonyms of the first senses come
+    # first) are ranked: mutations reach new words every generation, and embedding every
+    # relative of each (often 100+) dominated GAAP's cost.
+    self.max_candidates = max_candidates
     self.vocabulary = [w for w in dict.fromkeys(vocabulary) if w.isalpha()]
     self._vocab_emb = None
     self._cache: dict[str, list[str]] = {}
+    self._word_emb: dict[str, np.ndarray] = {}  # mutations keep meeting the same relatives
     self.source: dict[str, str] = {}
 
   def __call__(self, word: str) -> list[str]:
@@ -109,7 +115,7 @@ class Substitutions:
     if key not in self._cache:
       related = self.wordnet.related(key) if self.wordnet is not None else []
       if related:
-        self._cache[key] = self._closest(key, related)
+        self._cache[key] = self._closest(key, related[: self.max_candidates])
         self.source[key] = "wordnet"
       else:
         self._cache[key] = self._neighbours(key)
@@ -117,7 +123,11 @@ class Substitutions:
     return self._cache[key]
 
   def _closest(self, word, candidates):
-    emb = self.embed([word, *candidates])
+    words = [word, *candidates]
+    new = [w for w in dict.fromkeys(words) if w not in self._word_emb]
+    if new:
+      self._word_emb.update(zip(new, self.embed(new), strict=True))
+    emb = np.stack([self._word_emb[w] for w in words])
     order = np.argsort(-(emb[1:] @ emb[0]), kind="stable")
     return [candidates[i] for i in order[: self.limit]]
 

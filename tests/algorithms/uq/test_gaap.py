@@ -116,3 +116,13 @@ def test_embedding_fallback_when_wordnet_lacks_the_word():
   subs = gaap.Substitutions(trigram_embed, None, vocabulary=["horses", "horse", "house", "zebra"])
   got = subs("horse")
   assert got and "horse" not in got and subs.source["horse"] == "embedding"
+
+
+def test_detokenize_keeps_common_spacing():
+  for text in (
+    "Calculate 10 + 8.",
+    "Who won (in 1973)?",
+    "It costs $5, right?",
+    "The horse's name?",
+  ):
+    assert gaap.detokenize(gaap.tokenize(text)) == text
