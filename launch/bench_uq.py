@@ -67,16 +67,48 @@ def encoder_throughput(batch_sizes=(1, 64), n=256):
   texts = [" ".join(rng.choice(words, size=int(rng.integers(6, 16)))) for _ in range(n)]
   out = {}
   for bs in batch_sizes:
-    encoder.encode(texts[:bs], batch_size=bs)  # compile this bucket
     count = min(n, 16 * bs)
-    _, wall = _timed(lambda bs=bs, count=count: encoder.encode(texts[:count], batch_size=bs))
+    run = lambda bs=bs, count=count: encoder.encode(texts[:count], batch_size=bs)  # noqa: E731
+    _timed(run)  # compile every length bucket these texts use
+    _, wall = _timed(run, repeats=2)
     out[f"batch_{bs}"] = {"sentences": count, "wall_s": wall, "sentences_per_s": count / wall}
+  return out
+
+
+def decoder_throughput(batch_sizes=(1, 64), new_tokens=(8, 40)):
+  """SmolLM2-135M decode tokens/s: the time difference of two generation lengths per token, so
+  prompt processing and compile are left out."""
+  from jaxsys.lib.models import gguf_loader, llama
+
+  try:
+    model, tok = gguf_loader.load_smollm2()
+  except ImportError as e:
+    logging.warning("decoder skipped: %s", e)
+    return {"skipped": str(e)}
+  prompt = tok.encode_chat([{"role": "user", "content": "Tell me about the history of Rome."}])
+  out = {}
+  for bs in batch_sizes:
+    walls = []
+    for steps in new_tokens:
+      run = lambda steps=steps, bs=bs: (
+        llama.generate(  # noqa: E731
+          model, [prompt] * bs, key=jax.random.key(0), max_new_tokens=steps, temperature=1.0
+        ).tokens
+      )
+      _timed(run)  # compile this shape
+      walls.append(_timed(run, repeats=2)[1])
+    per_step = (walls[1] - walls[0]) / (new_tokens[1] - new_tokens[0])
+    out[f"batch_{bs}"] = {"s_per_step": per_step, "tokens_per_s": bs / per_step}
   return out
 
 
 def run(quick: bool) -> dict:
   shape = dict(q=40, num_bootstrap=10) if quick else {}
-  return {"scoring": scoring(**shape), "encoder": encoder_throughput()}
+  return {
+    "scoring": scoring(**shape),
+    "encoder": encoder_throughput(),
+    "decoder": decoder_throughput(),
+  }
 
 
 def summary(result: dict) -> list[str]:
