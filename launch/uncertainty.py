@@ -138,12 +138,13 @@ def _dataset_summary(result, config):
 
 
 def _tsu(scores_by_t, temps):
-  """TSU (%) per estimator for adjacent pairs, the extreme pair and the whole chain."""
+  """TSU (%) per estimator for every pair of temperatures and every run of 3+ consecutive ones
+  (spec section 7: for 0.3/0.7/1.0/1.4, six pairs and the chains 0.3-1.0, 0.7-1.4, 0.3-1.4)."""
   k = len(temps)
-  chains = {f"({temps[i]},{temps[i + 1]})": [i, i + 1] for i in range(k - 1)}
-  chains[f"({temps[0]},{temps[-1]})"] = [0, k - 1]
-  if k > 2:
-    chains[f"{temps[0]}-{temps[-1]}"] = list(range(k))
+  chains = {f"({temps[i]},{temps[j]})": [i, j] for i in range(k) for j in range(i + 1, k)}
+  for length in range(3, k + 1):
+    for i in range(k - length + 1):
+      chains[f"{temps[i]}-{temps[i + length - 1]}"] = list(range(i, i + length))
   out = {}
   for name in scores_by_t[0]:
     uq = np.stack([s[name] for s in scores_by_t], axis=1)  # [Q, T]
