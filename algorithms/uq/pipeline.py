@@ -57,6 +57,7 @@ class Config:
   estimators: tuple[str, ...] = ()  # empty: every estimator the inputs support
   verbalized: bool = True  # one extra greedy generation per question
   p_true_samples: int = 5  # p_true_empirical: sampled A/B verdicts per question (0: off)
+  p_true_logits: bool = True  # P(True) from next-token log-probs, where the backend has them
   eval_bootstrap: int = 40
   seed: int = 0
 
@@ -76,6 +77,7 @@ class Generations(NamedTuple):
   verbalized: list[str]  # [Q] greedy answer to the verbalized-confidence prompt ([] if off)
   p_true: list[list[str]]  # [Q][k] sampled verdicts on the greedy answer ([] if off)
   degenerate: list[bool]  # [Q] perturbation found no valid rewording
+  p_true_logprobs: list = []  # [Q][2] log p("A"), log p("B") of the verdict (local models)
 
 
 class Result(NamedTuple):
@@ -143,11 +145,20 @@ def generate(task: Task, backend, config: Config, key, workdir=None, perturb_kwa
   if config.verbalized:
     asks = [a + baselines.VERBALIZED_SUFFIX for a in asked]
     verbalized = [s[0] for s in sample("verbalized", asks, 1, 0.0, seed + 4)]
+  asks = [baselines.p_true_prompt(q, a) for q, a in zip(task.questions, greedy, strict=True)]
   if config.p_true_samples:
-    asks = [baselines.p_true_prompt(q, a) for q, a in zip(task.questions, greedy, strict=True)]
     p_true = sample("p_true", asks, config.p_true_samples, 1.0, seed + 5)
+  p_true_logprobs = []
+  if config.p_true_logits and hasattr(backend, "next_token_logprobs"):
+    p_true_logprobs = _cached(
+      workdir,
+      "p_true_logprobs",
+      {**settings, "prompts": asks},
+      lambda: backend.next_token_logprobs(asks, ["A", "B"]).tolist(),
+    )
+  degenerate = perturbed["degenerate"]
   return Generations(
-    inputs, responses, baseline, greedy, verbalized, p_true, perturbed["degenerate"]
+    inputs, responses, baseline, greedy, verbalized, p_true, degenerate, p_true_logprobs
   )
 
 
@@ -180,6 +191,9 @@ def build_inputs(gens: Generations, embed: Embed) -> estimators.UQInputs:
     host["verbalized"] = [baselines.parse_verbalized(v)[0] for v in gens.verbalized]
   if gens.p_true:
     host["p_true_empirical"] = [baselines.p_true_empirical(c) for c in gens.p_true]
+  if gens.p_true_logprobs:
+    lp = np.asarray(gens.p_true_logprobs, np.float32)
+    host["p_true"] = np.asarray(baselines.p_true_from_logits(lp[:, 0], lp[:, 1]))
   return estimators.UQInputs.from_embeddings(
     emb_x, emb_y, emb_b, texts_b=gens.baseline, host=host, normalise=labels.normalise
   )

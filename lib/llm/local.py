@@ -84,6 +84,30 @@ class LocalBackend:
                     for i in range(n)])  # fmt: skip
     return out
 
+  def next_token_logprobs(self, prompts: Sequence[str], choices: Sequence[str]) -> np.ndarray:
+    """[len(prompts), len(choices)] log p(first token of choice | chat-formatted prompt).
+
+    For multiple-choice self-evaluation (P(True) reads "A" vs "B"): one forward pass per batch
+    of prompts, no sampling. Each choice is scored by its first token.
+    """
+    if not prompts or not choices:
+      raise ValueError(f"need prompts and choices, got {len(prompts)} and {len(choices)}")
+    choice_ids = [self.tokenizer.encode(c, add_special_tokens=False)[:1] for c in choices]
+    if any(not ids for ids in choice_ids):
+      raise ValueError(f"choices={list(choices)!r} has one that encodes to no token")
+    choice_ids = np.asarray([ids[0] for ids in choice_ids], np.int32)
+    ids = [self.prompt_ids(p) for p in prompts]
+    out = []
+    for start in range(0, len(ids), self.batch_rows):
+      batch = ids[start : start + self.batch_rows]
+      width = llama.prompt_bucket(max(len(x) for x in batch))
+      tokens = np.full((len(batch), width), self.tokenizer.pad_id, np.int32)
+      for row, x in zip(tokens, batch, strict=True):
+        row[width - len(x) :] = x
+      pad = np.asarray([width - len(x) for x in batch], np.int32)
+      out.append(np.asarray(_last_logprobs(self.graphdef, self.state, tokens, pad))[:, choice_ids])
+    return np.concatenate(out)
+
   def sample(self, prompts, n, temperature, max_new_tokens, *, key=None, seed=None):
     samples = self.sample_with_logprobs(prompts, n, temperature, max_new_tokens, key=key, seed=seed)
     return [[s.text for s in row] for row in samples]
@@ -99,3 +123,11 @@ class LocalBackend:
       token_logprobs=tuple(float(x) for x in logprobs[mask]),
       finish_reason="stop" if finished else "length",
     )
+
+
+@jax.jit
+def _last_logprobs(graphdef, state, tokens, pad_lengths):
+  """log_softmax of the logits after the last token of each left-padded row."""
+  model = nnx.merge(graphdef, state)
+  logits = llama.full_forward(model, tokens, pad_lengths)[:, -1]
+  return jax.nn.log_softmax(logits, axis=-1)

@@ -1,5 +1,6 @@
 import importlib.util
 
+import numpy as np
 import pytest
 
 from jaxsys.lib.llm import backend
@@ -47,3 +48,15 @@ def test_bad_arguments_fail_before_work(smol):
     import jax
 
     smol.sample(["x"], n=1, temperature=0.7, max_new_tokens=4, key=jax.random.key(0), seed=1)
+
+
+def test_next_token_logprobs_for_choices(smol):
+  from jaxsys.algorithms.uq import baselines
+
+  prompts = [baselines.p_true_prompt("What is 2 + 2?", a) for a in ("4", "7", "5")]
+  lp = smol.next_token_logprobs(prompts, ["A", "B"])
+  assert lp.shape == (3, 2) and (lp <= 0).all()
+  # Padding to a shared width does not change a row: the first prompt alone gives the same.
+  np.testing.assert_allclose(smol.next_token_logprobs(prompts[:1], ["A", "B"]), lp[:1], atol=1e-4)
+  with pytest.raises(ValueError, match="choices"):
+    smol.next_token_logprobs(prompts, [])
