@@ -477,3 +477,15 @@ def test_numpy_reference_loop_matches_the_jitted_scores():
   got = ie.score_dataset(jax.random.key(0), emb_x, emb_y, num_bootstrap=4)
   np.testing.assert_allclose(got.mean.inv_entropy, ref_inv, rtol=1e-5)
   np.testing.assert_allclose(got.mean.ni_entropy, ref_ni, rtol=1e-5)
+
+
+@pytest.mark.parametrize("px_formula", ie.PX_FORMULAS)
+def test_bootstrap_measures_equal_the_full_dual_walk(px_formula):
+  # The bootstrap's O(m^2) measures agree with dual_walk's, which forms P(X|Y) in full.
+  rng = np.random.default_rng(11)
+  p_x = ie.transition(jnp.asarray(rng.random((6, 6)) + 0.1))
+  p_y = ie.transition(jnp.asarray(rng.random((6, 6)) + 0.1))
+  fast = ie._walk_measures(p_x, p_y, px_formula)
+  full = ie.dual_walk(p_x, p_y, px_formula).measures()
+  for name in ie.MEASURE_NAMES:
+    np.testing.assert_allclose(getattr(fast, name), getattr(full, name), rtol=1e-6, err_msg=name)
