@@ -3,7 +3,8 @@
 (1) Scoring Q questions x m inputs x r answers x B bootstrap draws (default 200 x 10 x 5 x 30,
     384-d embeddings like MiniLM's): `inv_entropy.score_dataset` (one jitted call, vmapped over
     questions and draws) vs `inv_entropy_reference.score_dataset` (a numpy loop over questions
-    and draws). Both compute Inv- and NI-Entropy from the same embeddings; compile time apart.
+    and draws), from the same embeddings; compile time apart. With more than one device, also
+    with the questions split over all of them.
 (2) MiniLM sentences per second at batch 1 and 64 (lib/models/bert.Encoder).
 (3) Decoder tokens per second at batch 1 and 64 with SmolLM2-135M (lib/models), when the
     weights are installed.
@@ -18,6 +19,7 @@ import numpy as np
 from absl import logging
 
 from jaxsys.algorithms.uq import inv_entropy, inv_entropy_reference
+from jaxsys.lib import sharding
 
 
 def _timed(fn, repeats=1):
@@ -44,7 +46,21 @@ def scoring(q=200, m=10, r=5, d=384, num_bootstrap=30, seed=0):
   )
   # Different random draws: the means agree to the bootstrap noise, not bit for bit.
   gap = float(np.max(np.abs(np.asarray(scores.mean.inv_entropy) - ref_inv)))
+  sharded = {}
+  if jax.device_count() > 1:  # questions split over the host's devices (one per core)
+    mesh = sharding.make_mesh()
+    split = lambda: inv_entropy.score_dataset(  # noqa: E731
+      key, emb_x, emb_y, num_bootstrap=num_bootstrap, mesh=mesh
+    )
+    _timed(split)
+    _, sharded_wall = _timed(split, repeats=3)
+    sharded = {
+      "devices": jax.device_count(),
+      "jit_wall_s": sharded_wall,
+      "speedup": ref_wall / sharded_wall,
+    }
   return {
+    "sharded": sharded,
     "shape": {"questions": q, "inputs": m, "answers": r, "dim": d, "bootstrap": num_bootstrap},
     "jit_wall_s": wall,
     "jit_compile_s": max(first - wall, 0.0),
@@ -117,6 +133,12 @@ def summary(result: dict) -> list[str]:
     f"Inv-Entropy {s['shape']}: jit {s['jit_wall_s'] * 1e3:.1f} ms (+{s['jit_compile_s']:.1f} s "
     f"compile) vs numpy loop {s['numpy_loop_wall_s']:.2f} s: {s['speedup']:.0f}x"
   ]
+  if s["sharded"]:
+    sh = s["sharded"]
+    lines.append(
+      f"  sharded over {sh['devices']} CPU devices: {sh['jit_wall_s'] * 1e3:.1f} ms "
+      f"({sh['speedup']:.0f}x the one-core numpy loop)"
+    )
   for name in ("encoder", "decoder"):
     for batch, row in result.get(name, {}).items():
       if isinstance(row, dict):

@@ -546,6 +546,7 @@ def score_dataset(
   num_bootstrap: int = 30,
   transform: str = "shift",
   px_formula: str = "bayes",
+  mesh=None,
 ) -> DatasetScores:
   """Inv-Entropy family for Q questions at once (one compile, vmapped over questions).
 
@@ -559,6 +560,8 @@ def score_dataset(
     num_bootstrap: static B >= 1.
     transform: static, used for both S_x and S_y; see `similarity`.
     px_formula: static, "bayes" (default, [R]) or "paper"; see `dual_walk`.
+    mesh: optional `lib.sharding.make_mesh()`: questions are split over its first axis (Q is
+      padded to a multiple of its size); the scores equal the unsharded ones.
 
   Returns:
     DatasetScores; every leaf [Q]: bootstrap mean and std, and the NR (replicate 0) measures.
@@ -586,6 +589,12 @@ def score_dataset(
   _check_values(emb_x, "emb_x")
   _check_values(emb_y, "emb_y")
   dtype = jnp.result_type(emb_x, emb_y)
-  return _score_dataset(
-    key, emb_x.astype(dtype), emb_y.astype(dtype), num_bootstrap, transform, px_formula
-  )
+  emb_x, emb_y = emb_x.astype(dtype), emb_y.astype(dtype)
+  if mesh is None:
+    return _score_dataset(key, emb_x, emb_y, num_bootstrap, transform, px_formula)
+  from jaxsys.lib import sharding  # only sharded callers need it
+
+  (emb_x, emb_y), num_questions = sharding.pad_leading((emb_x, emb_y), mesh.devices.size)
+  emb_x, emb_y = sharding.shard_leading((emb_x, emb_y), mesh)
+  scores = _score_dataset(key, emb_x, emb_y, num_bootstrap, transform, px_formula)
+  return jax.tree.map(lambda v: v[:num_questions], scores)

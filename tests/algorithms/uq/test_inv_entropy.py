@@ -489,3 +489,16 @@ def test_bootstrap_measures_equal_the_full_dual_walk(px_formula):
   full = ie.dual_walk(p_x, p_y, px_formula).measures()
   for name in ie.MEASURE_NAMES:
     np.testing.assert_allclose(getattr(fast, name), getattr(full, name), rtol=1e-6, err_msg=name)
+
+
+def test_score_dataset_sharded_over_devices_equals_unsharded():
+  from jaxsys.lib import sharding
+
+  mesh = sharding.make_mesh()  # 8 fake CPU devices in the test suite
+  rng = np.random.default_rng(5)
+  emb_x = rng.normal(size=(12, 4, 8)).astype(np.float32)  # 12 questions: padded to 16
+  emb_y = rng.normal(size=(12, 4, 3, 8)).astype(np.float32)
+  key = jax.random.key(3)
+  plain = ie.score_dataset(key, emb_x, emb_y, num_bootstrap=6)
+  split = ie.score_dataset(key, emb_x, emb_y, num_bootstrap=6, mesh=mesh)
+  jax.tree.map(np.testing.assert_array_equal, split, plain)
