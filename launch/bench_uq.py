@@ -12,24 +12,12 @@
 
 from __future__ import annotations
 
-import time
-
 import jax
 import numpy as np
 from absl import logging
 
 from jaxsys.algorithms.uq import inv_entropy, inv_entropy_reference
-from jaxsys.lib import sharding
-
-
-def _timed(fn, repeats=1):
-  best = float("inf")
-  out = None
-  for _ in range(repeats):
-    start = time.perf_counter()
-    out = jax.block_until_ready(fn())
-    best = min(best, time.perf_counter() - start)
-  return out, best
+from jaxsys.lib import sharding, stopwatch
 
 
 def scoring(q=200, m=10, r=5, d=384, num_bootstrap=30, seed=0):
@@ -39,9 +27,9 @@ def scoring(q=200, m=10, r=5, d=384, num_bootstrap=30, seed=0):
   emb_y = rng.normal(size=(q, m, r, d)).astype(np.float32)
   key = jax.random.key(seed)
   run = lambda: inv_entropy.score_dataset(key, emb_x, emb_y, num_bootstrap=num_bootstrap)  # noqa: E731
-  _, first = _timed(run)
-  scores, wall = _timed(run, repeats=3)
-  (ref_inv, _), ref_wall = _timed(
+  _, first = stopwatch.timed(run)
+  scores, wall = stopwatch.timed(run, repeats=3)
+  (ref_inv, _), ref_wall = stopwatch.timed(
     lambda: inv_entropy_reference.score_dataset(seed, emb_x, emb_y, num_bootstrap)
   )
   # Different random draws: the means agree to the bootstrap noise, not bit for bit.
@@ -52,8 +40,8 @@ def scoring(q=200, m=10, r=5, d=384, num_bootstrap=30, seed=0):
     split = lambda: inv_entropy.score_dataset(  # noqa: E731
       key, emb_x, emb_y, num_bootstrap=num_bootstrap, mesh=mesh
     )
-    _timed(split)
-    _, sharded_wall = _timed(split, repeats=3)
+    stopwatch.timed(split)
+    _, sharded_wall = stopwatch.timed(split, repeats=3)
     sharded = {
       "devices": jax.device_count(),
       "jit_wall_s": sharded_wall,
@@ -85,8 +73,8 @@ def encoder_throughput(batch_sizes=(1, 64), n=256):
   for bs in batch_sizes:
     count = min(n, 16 * bs)
     run = lambda bs=bs, count=count: encoder.encode(texts[:count], batch_size=bs)  # noqa: E731
-    _timed(run)  # compile every length bucket these texts use
-    _, wall = _timed(run, repeats=2)
+    stopwatch.timed(run)  # compile every length bucket these texts use
+    _, wall = stopwatch.timed(run, repeats=2)
     out[f"batch_{bs}"] = {"sentences": count, "wall_s": wall, "sentences_per_s": count / wall}
   return out
 
@@ -111,8 +99,8 @@ def decoder_throughput(batch_sizes=(1, 64), new_tokens=(8, 40)):
           model, [prompt] * bs, key=jax.random.key(0), max_new_tokens=steps, temperature=1.0
         ).tokens
       )
-      _timed(run)  # compile this shape
-      walls.append(_timed(run, repeats=2)[1])
+      stopwatch.timed(run)  # compile this shape
+      walls.append(stopwatch.timed(run, repeats=2)[1])
     per_step = (walls[1] - walls[0]) / (new_tokens[1] - new_tokens[0])
     out[f"batch_{bs}"] = {"s_per_step": per_step, "tokens_per_s": bs / per_step}
   return out

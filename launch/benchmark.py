@@ -22,13 +22,12 @@ from __future__ import annotations
 import json
 import os
 import platform
-import time
 
 import jax
 import numpy as np
 from absl import app, flags, logging
 
-from jaxsys.lib import sharding, sim, xla_flags
+from jaxsys.lib import sharding, sim, stopwatch, xla_flags
 from jaxsys.lib.writer import atomic_write
 from jaxsys.scheduling import baselines
 from jaxsys.systems import llm_serving as ls
@@ -84,19 +83,12 @@ def _params(coef, **kw):
   return ls.EnvParams(time_coef=coef, **base)
 
 
-def _timed(fn):
-  start = time.perf_counter()
-  out = fn()
-  jax.block_until_ready(out)
-  return out, time.perf_counter() - start
-
-
 def _jit_run(env, policy, params, wl):
   """(state, run wall, compile wall) of one jitted run; the first call compiles."""
   key = jax.random.key(0)
   run = lambda: sim.rollout(env, policy, params, (), key, wl)[0]  # noqa: E731
-  _, first = _timed(run)
-  state, wall = _timed(run)
+  _, first = stopwatch.timed(run)
+  state, wall = stopwatch.timed(run)
   if int(state.admit_blocked):
     raise RuntimeError(f"{env.config.n_slots} slots were too few: raise N_SLOTS")
   return state, wall, max(first - wall, 0.0)
@@ -121,7 +113,7 @@ def single_run(envs, policy, coef, wl, with_reference=True):
   if with_reference:
     np_wl = jax.tree.map(np.asarray, wl)
     config = next(iter(envs.values())).config
-    ref, ref_wall = _timed(lambda: reference.simulate(np_wl, config, params, "fcfs"))
+    ref, ref_wall = stopwatch.timed(lambda: reference.simulate(np_wl, config, params, "fcfs"))
     assert ref["n_finished"] == wl.n_total
     res["reference"] = {
       "iterations": ref["steps"],
@@ -152,21 +144,21 @@ def sweep_vs_sequential(env, policy, coef, wl, k):
 
   def timed_sweep(mesh):
     run = lambda: sim.sweep(env, policy, stacked, (), keys, wl, mesh=mesh)[0]  # noqa: E731
-    _, first = _timed(run)
-    state, wall = _timed(run)
+    _, first = stopwatch.timed(run)
+    state, wall = stopwatch.timed(run)
     return state, wall, max(first - wall, 0.0)
 
   state, sweep_wall, sweep_compile = timed_sweep(None)
   if int(np.max(state.admit_blocked)):
     raise RuntimeError(f"{env.config.n_slots} slots were too few: raise SWEEP_SLOTS")
   np_wl = jax.tree.map(np.asarray, wl)
-  refs, ref_wall = _timed(
+  refs, ref_wall = stopwatch.timed(
     lambda: [reference.simulate(np_wl, env.config, p, "fcfs") for p in params]
   )
   ref_finish = np.stack([r["finish_t"] for r in refs])
   seq = lambda: [sim.rollout(env, policy, p, (), keys[0], wl)[0] for p in params]  # noqa: E731
-  _timed(lambda: sim.rollout(env, policy, params[0], (), keys[0], wl)[0])  # compile
-  _, seq_wall = _timed(seq)
+  stopwatch.timed(lambda: sim.rollout(env, policy, params[0], (), keys[0], wl)[0])  # compile
+  _, seq_wall = stopwatch.timed(seq)
   out = {
     "configs": k,
     "requests_per_config": wl.n_total,

@@ -36,22 +36,24 @@ def make_backend(config):
   raise ValueError(f"config.backend={config.backend!r}; use 'local' or 'openai'")
 
 
+DATA_FILES = {"nq_open": "nq_open_efficientqa_dev.jsonl", "gsm8k": "gsm8k_test.jsonl"}
+
+
 def make_task(config, name: str) -> pipeline.Task:
   size, seed = config.questions, config.seed
   if name.startswith("reasoning_gym:"):
     options = dict(config.rg_options) if "basic_arithmetic" in name else {}
     return tasks.reasoning_gym(name.split(":", 1)[1], size=size, seed=seed, **options)
   if name == "nq_open":
-    return tasks.nq_open(os.path.join(config.data_dir, "nq_open_efficientqa_dev.jsonl"), size, seed)
+    return tasks.nq_open(os.path.join(config.data_dir, DATA_FILES[name]), size, seed)
   if name == "gsm8k":
-    return tasks.gsm8k(os.path.join(config.data_dir, "gsm8k_test.jsonl"), size, seed)
+    return tasks.gsm8k(os.path.join(config.data_dir, DATA_FILES[name]), size, seed)
   raise ValueError(f"unknown dataset {name!r}; use reasoning_gym:<task>, nq_open or gsm8k")
 
 
 def _available(config, name):
-  if name in ("nq_open", "gsm8k"):
-    file = "nq_open_efficientqa_dev.jsonl" if name == "nq_open" else "gsm8k_test.jsonl"
-    return os.path.exists(os.path.join(config.data_dir, file))
+  if name in DATA_FILES:
+    return os.path.exists(os.path.join(config.data_dir, DATA_FILES[name]))
   return True
 
 

@@ -30,6 +30,8 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
+from jaxsys.algorithms.uq import inv_entropy
+
 # Prompt suffix of verbalised uncertainty (Tian et al. 2023, as used by the paper).
 VERBALIZED_SUFFIX = "And use a percentage to tell me your confidence in your answer."
 
@@ -113,11 +115,7 @@ def embedding_pair_probs(emb: jax.Array) -> PairProbs:
     scores (the spec tags them `[emb]`).
   """
   emb = _check_embeddings(emb, min_size=1)
-  norms = jnp.linalg.norm(emb, axis=-1, keepdims=True)
-  # A zero vector has no direction; treat it as orthogonal to everything instead of dividing by 0.
-  unit = emb / jnp.maximum(norms, jnp.finfo(emb.dtype).tiny)
-  cos = jnp.clip(jnp.matmul(unit, unit.T, precision=_HIGHEST), -1.0, 1.0)
-  ent = (1.0 + cos) / 2.0
+  ent = inv_entropy.similarity(emb, emb, "shift")  # the same (1 + cos)/2 as Inv-Entropy's S_x
   return PairProbs(ent=ent, neu=jnp.zeros_like(ent), con=1.0 - ent)
 
 

@@ -29,9 +29,10 @@ _NUMBER = re.compile(r"(?:(?<![\w.])-)?(?:\d[\d,]*(?:\.\d+)?|\.\d+)")
 _ANSWER_TAG = re.compile(r"<answer>(.*?)</answer>", re.DOTALL)
 
 
-def _first_line(text: str) -> str:
-  """Text up to the first newline, ignoring leading blank space."""
-  return text.lstrip().split("\n", 1)[0]
+def first_line(text: str) -> str:
+  """The first non-blank line of text, stripped ("" if there is none): the answer a chat model
+  gives before it starts explaining (spec sections 6.1 and 9)."""
+  return next((line.strip() for line in text.splitlines() if line.strip()), "")
 
 
 def _is_punctuation(char: str) -> bool:
@@ -47,7 +48,7 @@ def normalise(text: str) -> str:
   """
   if not isinstance(text, str):
     raise ValueError(f"text must be a str, got {type(text).__name__} {text!r}")
-  text = _first_line(unicodedata.normalize("NFKC", text)).lower()
+  text = first_line(unicodedata.normalize("NFKC", text)).lower()
   text = "".join(char for char in text if not _is_punctuation(char))
   text = _ARTICLES.sub(" ", text)
   return " ".join(text.split())
@@ -151,7 +152,7 @@ def extract_answer(prediction: str) -> str:
   if tagged:
     answer = tagged[-1].strip()
   else:
-    answer = next((line.strip() for line in prediction.splitlines() if line.strip()), "")
+    answer = first_line(prediction)
   return answer[:-1].rstrip() if answer.endswith(".") else answer
 
 

@@ -21,6 +21,7 @@ import jax
 import numpy as np
 
 from jaxsys.algorithms.uq import gaap as gaap_lib
+from jaxsys.algorithms.uq import labels
 from jaxsys.lib.registry import Registry
 
 PERTURBERS = Registry("perturber")
@@ -101,7 +102,7 @@ def llm_paraphrase(
   )
   texts, flags = [], []
   for q_id, (question, outs) in enumerate(zip(questions, samples, strict=True)):
-    lines = [o.strip().split("\n")[0].strip() for o in outs]
+    lines = [labels.first_line(o) for o in outs]
     chosen, degenerate = exactly_n(question, lines, n, question_rng(key, q_id))
     texts.append(chosen)
     flags.append(degenerate)

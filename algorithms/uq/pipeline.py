@@ -164,14 +164,7 @@ def generate(task: Task, backend, config: Config, key, workdir=None, perturb_kwa
 
 def _cut(samples):
   """Answers end at their first non-empty line (spec section 9)."""
-  return [[_first_line(s) for s in row] for row in samples]
-
-
-def _first_line(text: str) -> str:
-  for line in text.strip().splitlines():
-    if line.strip():
-      return line.strip()
-  return ""
+  return [[labels.first_line(s) for s in row] for row in samples]
 
 
 def build_inputs(gens: Generations, embed: Embed) -> estimators.UQInputs:
