@@ -9,6 +9,7 @@ generation cache under workdir/cache that makes a rerun resume where it stopped.
 from __future__ import annotations
 
 import csv
+import dataclasses
 import os
 import time
 
@@ -39,8 +40,8 @@ def make_backend(config):
 DATA_FILES = {"nq_open": "nq_open_efficientqa_dev.jsonl", "gsm8k": "gsm8k_test.jsonl"}
 
 
-def make_task(config, name: str) -> pipeline.Task:
-  size, seed = config.questions, config.seed
+def make_task(config, name: str, size: int | None = None) -> pipeline.Task:
+  size, seed = size or config.questions, config.seed
   if name.startswith("reasoning_gym:"):
     options = dict(config.rg_options) if "basic_arithmetic" in name else {}
     return tasks.reasoning_gym(name.split(":", 1)[1], size=size, seed=seed, **options)
@@ -49,6 +50,29 @@ def make_task(config, name: str) -> pipeline.Task:
   if name == "gsm8k":
     return tasks.gsm8k(os.path.join(config.data_dir, DATA_FILES[name]), size, seed)
   raise ValueError(f"unknown dataset {name!r}; use reasoning_gym:<task>, nq_open or gsm8k")
+
+
+def labelled_task(config, name, backend, base: pipeline.Config, workdir) -> pipeline.Task:
+  """`config.questions` questions, doubled until `config.min_correct` greedy answers are right.
+
+  A dataset the model rarely gets right (SmolLM2-135M on NQ-open: about 1 in 20) has too few
+  positives for AUROC to mean much; labelling costs one greedy answer per question (cached),
+  far less than the n x r samples that scoring needs.
+  """
+  size = config.questions
+  while True:
+    task = make_task(config, name, size)
+    right = int(pipeline.label(task, pipeline.greedy_answers(task, backend, base, workdir)).sum())
+    logging.info("%s: %d of %d greedy answers right", name, right, len(task.questions))
+    exhausted = len(task.questions) < size or size >= config.questions * MAX_GROWTH
+    if right >= config.min_correct or exhausted:
+      if right < config.min_correct:
+        logging.warning("%s: only %d right answers; AUROC will be noisy", name, right)
+      return task
+    size *= 2
+
+
+MAX_GROWTH = 16  # labelled_task stops doubling at this multiple of config.questions
 
 
 def _available(config, name):
@@ -88,17 +112,23 @@ def run(config, workdir):
     if not _available(config, name):
       logging.warning("%s: data not found under %s, skipped", name, config.data_dir)
       continue
-    task = make_task(config, name)
     base = _pipeline_config(config, config.temperature)
+    task = labelled_task(config, name, backend, base, workdir)
     result = pipeline.run(task, backend, encoder.encode, base, key, workdir, kwargs)
     row = _dataset_summary(result, base)
     if len(config.tsu_temperatures) >= 2:
+      # TSU needs no labels, so it may run on the first tsu_questions only (cost: one full
+      # generation per temperature)
+      tsu_task = task
+      if 0 < config.tsu_questions < len(task.questions):
+        tsu_task = dataclasses.replace(task, questions=task.questions[: config.tsu_questions])
       by_t = []
       for t in config.tsu_temperatures:
-        res_t = pipeline.run(task, backend, encoder.encode, _pipeline_config(config, t), key,
+        res_t = pipeline.run(tsu_task, backend, encoder.encode, _pipeline_config(config, t), key,
                              workdir, kwargs)  # fmt: skip
         by_t.append(res_t.scores)
       row["tsu"] = _tsu(by_t, config.tsu_temperatures)
+      row["tsu_questions"] = len(tsu_task.questions)
     summary["datasets"][name] = row
     for est, stats in row["metrics"].items():
       writer.write_scalars(d_index, {"dataset": name, "estimator": est, **_flat(stats)})
@@ -224,7 +254,8 @@ def report_markdown(summary, config) -> str:
       lines.append(f"| {est} | " + " | ".join(cells) + " |")
     if "tsu" in row:
       chains = list(next(iter(row["tsu"].values())))
-      lines += ["", "TSU (%), chance (tie-aware) in brackets:", ""]
+      on = f" on the first {row['tsu_questions']} questions" if "tsu_questions" in row else ""
+      lines += ["", f"TSU (%){on}, chance (tie-aware) in brackets:", ""]
       lines.append("| estimator | " + " | ".join(chains) + " |")
       lines.append("|---" * (len(chains) + 1) + "|")
       for est, t in row["tsu"].items():

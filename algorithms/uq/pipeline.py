@@ -109,15 +109,47 @@ def _cached(workdir: str | None, stage: str, settings: dict, compute: Callable[[
   return value
 
 
-def generate(task: Task, backend, config: Config, key, workdir=None, perturb_kwargs=None):
-  """Perturbations and every generation the estimators need, each stage cached."""
-  settings = {
+def _settings(task: Task, config: Config) -> dict:
+  """What every generation stage of `task` depends on (its cache key, with the stage's own)."""
+  return {
     "task": task.name,
     "questions": list(task.questions),
     "seed": config.seed,
     "perturber": config.perturber,
     "n": config.n,
   }
+
+
+def _sample(task, backend, config, workdir, stage, prompts, n, temperature, seed):
+  """One cached sampling stage: n answers per prompt, each cut at its first line."""
+  settings = {**_settings(task, config), "prompts": prompts, "r": n, "T": temperature}
+  settings.update(seed=seed, max_new_tokens=task.max_new_tokens)
+  run = lambda: _cut(backend.sample(prompts, n, temperature, task.max_new_tokens, seed=seed))  # noqa: E731
+  return _cached(workdir, stage, settings, run)
+
+
+_GREEDY_SEED = 3  # stage seeds are config.seed * 100 + 1 (responses) ... + 5 (p_true)
+
+
+def _asked(task: Task) -> list[str]:
+  return [q + task.prompt_suffix for q in task.questions]
+
+
+def greedy_answers(task: Task, backend, config: Config, workdir=None) -> list[str]:
+  """[Q] the labelled (temperature 0) answers; the same cached stage as `generate` uses."""
+  seed = config.seed * 100 + _GREEDY_SEED
+  return [
+    s[0] for s in _sample(task, backend, config, workdir, "greedy", _asked(task), 1, 0.0, seed)
+  ]
+
+
+def label(task: Task, answers: Sequence[str]) -> np.ndarray:
+  return np.asarray([task.correct(a, i) for i, a in enumerate(answers)], bool)
+
+
+def generate(task: Task, backend, config: Config, key, workdir=None, perturb_kwargs=None):
+  """Perturbations and every generation the estimators need, each stage cached."""
+  settings = _settings(task, config)
 
   def do_perturb():
     out = perturb.PERTURBERS.get(config.perturber)(
@@ -129,18 +161,15 @@ def generate(task: Task, backend, config: Config, key, workdir=None, perturb_kwa
   inputs = [[q, *p] for q, p in zip(task.questions, perturbed["texts"], strict=True)]
 
   def sample(stage, prompts, n, temperature, seed):
-    stage_settings = {**settings, "prompts": prompts, "r": n, "T": temperature, "seed": seed}
-    stage_settings["max_new_tokens"] = task.max_new_tokens
-    run = lambda: _cut(backend.sample(prompts, n, temperature, task.max_new_tokens, seed=seed))  # noqa: E731
-    return _cached(workdir, stage, stage_settings, run)
+    return _sample(task, backend, config, workdir, stage, prompts, n, temperature, seed)
 
-  asked = [q + task.prompt_suffix for q in task.questions]
+  asked = _asked(task)
   flat = [x + task.prompt_suffix for row in inputs for x in row]
   m, seed = config.n + 1, config.seed * 100
   responses = sample("responses", flat, config.r, config.temperature, seed + 1)
   responses = [responses[i * m : (i + 1) * m] for i in range(len(inputs))]
   baseline = sample("baseline", asked, config.r0, config.temperature, seed + 2)
-  greedy = [s[0] for s in sample("greedy", asked, 1, 0.0, seed + 3)]
+  greedy = greedy_answers(task, backend, config, workdir)
   verbalized, p_true = [], []
   if config.verbalized:
     asks = [a + baselines.VERBALIZED_SUFFIX for a in asked]
@@ -240,7 +269,7 @@ def run(task: Task, backend, embed: Embed, config: Config, key, workdir=None, pe
   inputs = build_inputs(gens, embed)
   names = list(config.estimators) or estimators.available(inputs)
   scores = estimators.score_all(inputs, jax.random.fold_in(key, 1), names)
-  correct = np.asarray([task.correct(a, i) for i, a in enumerate(gens.greedy)], bool)
+  correct = label(task, gens.greedy)
   logging.info("%s: %d questions, %d correct", task.name, len(correct), int(correct.sum()))
   stats = evaluate(scores, correct, config)
   return Result(scores, correct, stats, gens)

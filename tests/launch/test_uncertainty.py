@@ -1,6 +1,10 @@
 import numpy as np
 
+from jaxsys.algorithms.uq import pipeline
 from jaxsys.launch import uncertainty
+from jaxsys.launch.configs.uq import inv_entropy
+
+DATASET = "reasoning_gym:basic_arithmetic"
 
 
 def test_tsu_covers_the_spec_pairs_and_chains():
@@ -16,3 +20,43 @@ def test_tsu_covers_the_spec_pairs_and_chains():
   assert all(
     r["tsu"] == 0.0 for r in uncertainty._tsu(flat, (0.3, 0.7, 1.0, 1.4))["degmat[emb]"].values()
   )
+
+
+class _ZeroBackend:
+  """Answers every prompt with "0"; counts the prompts it was asked."""
+
+  def __init__(self):
+    self.asked = 0
+
+  def sample(self, prompts, n, temperature, max_new_tokens, *, seed=None):
+    self.asked += len(prompts)
+    return [["0"] * n for _ in prompts]
+
+
+def _arithmetic_config(questions, min_correct):
+  config = inv_entropy.get_config("smoke")
+  config.questions, config.min_correct = questions, min_correct
+  return config
+
+
+def test_labelled_task_doubles_until_enough_answers_are_right(tmp_path):
+  config = _arithmetic_config(8, 4)
+  backend = _ZeroBackend()
+  base = uncertainty._pipeline_config(config, 0.7)
+  task = uncertainty.labelled_task(config, DATASET, backend, base, str(tmp_path))
+  right = pipeline.label(task, ["0"] * len(task.questions))
+  assert right.sum() >= 4
+  assert len(task.questions) in (16, 32, 64, 128)
+  smaller = uncertainty.make_task(config, DATASET, len(task.questions) // 2)
+  assert pipeline.label(smaller, ["0"] * len(smaller.questions)).sum() < 4
+  # the labels are cached: labelling again asks the model nothing
+  asked = backend.asked
+  uncertainty.labelled_task(config, DATASET, backend, base, str(tmp_path))
+  assert backend.asked == asked
+
+
+def test_labelled_task_stops_growing(tmp_path):
+  config = _arithmetic_config(4, 10_000)
+  base = uncertainty._pipeline_config(config, 0.7)
+  task = uncertainty.labelled_task(config, DATASET, _ZeroBackend(), base, str(tmp_path))
+  assert len(task.questions) == 4 * uncertainty.MAX_GROWTH

@@ -25,6 +25,9 @@ def get_config(arg: str = ""):
   c.datasets = ("reasoning_gym:basic_arithmetic", "nq_open", "gsm8k")
   c.data_dir = "../shared/data"
   c.questions = 100
+  # grow the sample (doubling) until this many greedy answers are right: SmolLM2-135M gets
+  # about 1 in 20 NQ-open questions, so NQ-open runs on ~400
+  c.min_correct = 20
   # basic_arithmetic at a difficulty SmolLM2-135M gets right about half the time (measured:
   # 23 of 40 greedy answers right, judged by their last number)
   c.rg_options = ml_collections.ConfigDict(
@@ -47,16 +50,19 @@ def get_config(arg: str = ""):
   c.num_bootstrap = 30
   c.eval_bootstrap = 40
   c.tsu_temperatures = (0.3, 0.7, 1.0, 1.4)  # () skips TSU
+  c.tsu_questions = 100  # TSU on the first 100 questions of each dataset (0: all)
   c.estimators = ()  # () = every estimator the inputs support
   c.seed = 0
   if arg == "quick":
     c.datasets = ("reasoning_gym:basic_arithmetic",)
     c.questions, c.n, c.r, c.r0 = 40, 5, 3, 6
+    c.min_correct = 0
     c.tsu_temperatures = (0.3, 1.4)
     c.num_bootstrap, c.eval_bootstrap = 20, 20
   elif arg == "smoke":
     c.datasets = ("reasoning_gym:basic_arithmetic",)
     c.questions, c.n, c.r, c.r0 = 8, 3, 2, 5
+    c.min_correct = 0
     c.perturber = "template"
     c.tsu_temperatures = ()
     c.num_bootstrap, c.eval_bootstrap = 4, 5
