@@ -86,7 +86,7 @@ def np_similarity(a: np.ndarray, b: np.ndarray, transform: str) -> np.ndarray:
 def np_bootstrap(key, sim_x, emb_y, num_bootstrap, transform, px_formula) -> tuple[dict, dict]:
   """Per-draw S_y from the gathered embeddings, as spec §1.4 states it; mean and std per measure."""
   m, r, _ = emb_y.shape
-  chosen = np.asarray(jax.random.randint(key, (num_bootstrap, m), 0, r))
+  chosen = np.asarray(ie._draw_replicates(key, num_bootstrap, m, r))
   per_draw = []
   for b in range(num_bootstrap):
     picked = emb_y[np.arange(m), chosen[b]]
@@ -466,17 +466,45 @@ def test_validation_names_the_field(call, match):
     call()
 
 
+@pytest.mark.parametrize("m, r", [(10, 5), (12, 10), (3, 2), (4, 1)])
+def test_replicate_draws_are_uniform_and_independent(m, r):
+  draws = np.asarray(ie._draw_replicates(jax.random.key(m * r), 20_000, m, r))
+  assert draws.shape == (20_000, m) and draws.min() == 0 and draws.max() == r - 1
+  if r == 1:
+    return
+  # every input's index uniform, and the pair (input 0, input m-1) uniform on r^2 cells
+  # (chi-square at p = 1e-4: a biased or repeated digit fails)
+  for column in (draws[:, 0], draws[:, -1]):
+    counts = np.bincount(column, minlength=r)
+    assert np.sum((counts - 20_000 / r) ** 2 / (20_000 / r)) < scipy.stats.chi2.ppf(1 - 1e-4, r - 1)
+  pairs = np.bincount(draws[:, 0] * r + draws[:, -1], minlength=r * r)
+  expected = 20_000 / r**2
+  assert np.sum((pairs - expected) ** 2 / expected) < scipy.stats.chi2.ppf(1 - 1e-4, r * r - 1)
+
+
+def test_rank_sort_equals_sort_with_ties():
+  rng = np.random.default_rng(3)
+  v = rng.normal(size=(50, 10)).astype(np.float32)
+  v[:, 3] = v[:, 7] = 0.5
+  np.testing.assert_array_equal(jax.vmap(ie._sorted)(jnp.asarray(v)), np.sort(v, axis=1))
+
+
 def test_numpy_reference_loop_matches_the_jitted_scores():
-  # With one replicate per input every draw is the same, so the two agree exactly (to float).
+  # With one replicate per input every draw is the same, so the two agree to float rounding in
+  # every output: the bootstrap means and stds and the no-replication draw.
   from jaxsys.algorithms.uq import inv_entropy_reference
 
   rng = np.random.default_rng(7)
   emb_x = rng.normal(size=(3, 5, 16))
   emb_y = rng.normal(size=(3, 5, 1, 16))
-  ref_inv, ref_ni = inv_entropy_reference.score_dataset(0, emb_x, emb_y, num_bootstrap=4)
+  ref = inv_entropy_reference.score_dataset(0, emb_x, emb_y, num_bootstrap=4)
   got = ie.score_dataset(jax.random.key(0), emb_x, emb_y, num_bootstrap=4)
-  np.testing.assert_allclose(got.mean.inv_entropy, ref_inv, rtol=1e-5)
-  np.testing.assert_allclose(got.mean.ni_entropy, ref_ni, rtol=1e-5)
+  assert inv_entropy_reference.MEASURES == ie.MEASURE_NAMES
+  for part in ("mean", "std", "nr"):
+    for name in ie.MEASURE_NAMES:
+      np.testing.assert_allclose(
+        getattr(getattr(got, part), name), ref[part][name], rtol=1e-5, atol=1e-6, err_msg=name
+      )
 
 
 @pytest.mark.parametrize("px_formula", ie.PX_FORMULAS)
@@ -502,3 +530,11 @@ def test_score_dataset_sharded_over_devices_equals_unsharded():
   plain = ie.score_dataset(key, emb_x, emb_y, num_bootstrap=6)
   split = ie.score_dataset(key, emb_x, emb_y, num_bootstrap=6, mesh=mesh)
   jax.tree.map(np.testing.assert_array_equal, split, plain)
+
+
+def test_score_dataset_names_the_questions_whose_similarities_overflow():
+  emb_x = np.ones((3, 4, 8), np.float32)
+  emb_y = np.ones((3, 4, 2, 8), np.float32)
+  emb_y[1] *= 1e30  # finite, but its squared norm is not
+  with pytest.raises(ValueError, match=r"questions \[1\] overflow"):
+    ie.score_dataset(jax.random.key(0), emb_x, emb_y, num_bootstrap=2)
