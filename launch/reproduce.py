@@ -1,6 +1,7 @@
 r"""Runs every registered paper reproduction at its quick setting and writes report.md.
 
   python -m jaxsys.launch.reproduce --workdir=workdir/demo [--setting=quick|smoke|full]
+  python -m jaxsys.launch.reproduce --only=rl --setting=full --workdir=workdir/rl_full
 
 This is `make demo`. Each reproduction writes into its own subfolder of --workdir; report.md
 collects their tables and figures.
@@ -14,7 +15,8 @@ import time
 import jax
 from absl import app, flags, logging
 
-from jaxsys.launch import serving, uncertainty
+from jaxsys.launch import rl, serving, uncertainty
+from jaxsys.launch.configs.rl import greso
 from jaxsys.launch.configs.serving import tempo_load_sweep
 from jaxsys.launch.configs.uq import inv_entropy
 from jaxsys.lib import xla_flags
@@ -22,18 +24,25 @@ from jaxsys.lib.registry import REPRODUCTIONS
 
 _WORKDIR = flags.DEFINE_string("workdir", "workdir/demo", "Where the report is written.")
 _SETTING = flags.DEFINE_enum("setting", "quick", ["quick", "smoke", "full"], "Run size.")
+_ONLY = flags.DEFINE_list("only", [], "Reproductions to run (default: all registered).")
 
 # name -> (config factory, run(config, workdir) -> summary, summary -> markdown)
 REPRODUCTIONS.register("tempo", (tempo_load_sweep.get_config, serving.run, serving.report_markdown))
 REPRODUCTIONS.register("uq", (inv_entropy.get_config, uncertainty.run, uncertainty.report_markdown))
+REPRODUCTIONS.register("rl", (greso.get_config, rl.run, rl.report_markdown))
 
 
-def reproduce(workdir: str, setting: str = "quick") -> str:
-  """Runs all reproductions; returns the path of report.md."""
+def reproduce(workdir: str, setting: str = "quick", only=()) -> str:
+  """Runs the reproductions (all, or those named in `only`); returns the path of report.md."""
   os.makedirs(workdir, exist_ok=True)
   arg = "" if setting == "full" else setting
+  unknown = set(only) - set(REPRODUCTIONS.names())
+  if unknown:
+    raise ValueError(f"--only: unknown {sorted(unknown)}; known: {REPRODUCTIONS.names()}")
   sections = []
   for name, (get_config, run, to_markdown) in REPRODUCTIONS.items():
+    if only and name not in only:
+      continue
     config = get_config(arg)
     sub = os.path.join(workdir, name)
     start = time.perf_counter()
@@ -57,7 +66,7 @@ def main(argv):
   del argv
   xla_flags.add()  # before the first JAX computation starts the backend
   jax.config.update("jax_enable_x64", True)
-  path = reproduce(_WORKDIR.value, _SETTING.value)
+  path = reproduce(_WORKDIR.value, _SETTING.value, _ONLY.value)
   logging.info("report: %s", path)
   print(f"report written to {path}")
 

@@ -113,3 +113,24 @@ def shard_leading(tree: Any, mesh: Mesh, axis: str | None = None) -> Any:
 def replicate(tree: Any, mesh: Mesh) -> Any:
   """`jax.device_put`s every leaf as a full copy on every device of `mesh`."""
   return jax.device_put(tree, replicated(mesh))
+
+
+def fsdp_shardings(tree: Any, mesh: Mesh, axis: str | None = None, min_size: int = 1024) -> Any:
+  """Parameter shardings in the fsdp style: each leaf split over mesh `axis` on its largest
+  dimension that the axis size divides; leaves smaller than `min_size` elements (norm scales,
+  counters) or with no such dimension stay replicated. Works on arrays or ShapeDtypeStructs."""
+  axis = _axis(mesh, axis)
+  n = mesh.shape[axis]
+
+  def one(x):
+    shape = np.shape(x)
+    if n == 1 or math.prod(shape) < min_size:
+      return NamedSharding(mesh, P())
+    dims = sorted((d for d in range(len(shape)) if shape[d] % n == 0), key=lambda d: -shape[d])
+    if not dims:
+      return NamedSharding(mesh, P())
+    spec = [None] * len(shape)
+    spec[dims[0]] = axis
+    return NamedSharding(mesh, P(*spec))
+
+  return jax.tree.map(one, tree)

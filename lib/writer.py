@@ -126,6 +126,30 @@ class MetricWriter:
     self._metrics.write(json.dumps(row) + "\n")
     self._metrics.flush()
 
+  def truncate_after(self, step: int) -> int:
+    """Drops the metrics rows with step > `step` (a resumed run rewrites them); returns how many.
+
+    A run killed after its last checkpoint has logged steps that the restart replays; without
+    this the file would hold them twice.
+    """
+    self.close()
+    path = self.path(METRICS_FILE)
+    if not os.path.exists(path):
+      return 0
+    with open(path) as f:
+      lines = [line for line in f if line.strip()]
+    rows = []
+    for i, line in enumerate(lines):
+      try:
+        rows.append(json.loads(line))
+      except json.JSONDecodeError:
+        if i != len(lines) - 1:  # only the line being written when the run died may be cut
+          raise
+    kept = [r for r in rows if r.get("step", 0) <= step]
+    if len(kept) < len(lines):
+      atomic_write(path, "".join(json.dumps(r) + "\n" for r in kept))
+    return len(lines) - len(kept)
+
   def write_json(self, name: str, obj: Any) -> str:
     """Writes `obj` as JSON to `workdir/name` atomically; returns the path."""
     return atomic_write(self.path(name), dumps(obj))

@@ -1,0 +1,1 @@
+"""RL for LLM reasoning: GRPO, DAPO dynamic sampling, GRESO selective rollout."""
