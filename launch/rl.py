@@ -93,8 +93,11 @@ def make_sampler(config, tokenizer) -> rollout.Sampler:
   )
 
 
-def warm_start(config, directory: str, pool, tokenizer):
-  """(graphdef, params) after the supervised phase; trained once, then read from `directory`."""
+def warm_start(config, directory: str, tokenizer):
+  """(graphdef, params) after the supervised phase; trained once, then read from `directory`.
+
+  The supervised problems come from their own pool (`config.sft.pool_seed`), not the RL one.
+  """
   model_config = tasks.policy_config(config.model)
   ckpt = checkpoint.Checkpointer(directory, async_save=False)
   graphdef, abstract = nnx.split(
@@ -107,6 +110,7 @@ def warm_start(config, directory: str, pool, tokenizer):
   s = config.sft
   logging.info("warm start: %d supervised steps on levels %s", s.steps, tuple(s.levels))
   start = time.perf_counter()
+  pool = tasks.make_pool(s.pool_size, s.pool_seed, tuple(s.levels))
   graphdef, params = sft.train_sft(
     model_config,
     pool,
@@ -165,7 +169,7 @@ def train(config, workdir: str, *, sft_dir: str | None = None) -> dict:
   writer = MetricWriter(workdir, check_nan=True)
   writer.write_config(config)
   tokenizer, pool, eval_pool = make_data(config)
-  graphdef, params = warm_start(config, sft_dir or os.path.join(workdir, "sft"), pool, tokenizer)
+  graphdef, params = warm_start(config, sft_dir or os.path.join(workdir, "sft"), tokenizer)
   sampler = make_sampler(config, tokenizer)
   filler_config = fill_config(config)
   filler = batch_filler.BatchFiller(filler_config, sampler, pool, seed=config.seed)
@@ -276,7 +280,7 @@ def run(config, workdir: str) -> dict:
   os.makedirs(workdir, exist_ok=True)
   tokenizer, pool, _ = make_data(config)
   sft_dir = os.path.join(workdir, "sft")
-  graphdef, params = warm_start(config, sft_dir, pool, tokenizer)
+  graphdef, params = warm_start(config, sft_dir, tokenizer)
   gate = sft.pass_at_groups(
     graphdef,
     params,

@@ -21,7 +21,9 @@ Conventions (spec §2, §3.1, §4; [R] marks our decisions):
   * Non-finite rewards are rejected when the array is concrete; under jit a NaN group is neither
     informative nor easy nor hard.
 
-Both functions are pure and jittable. Padding rows are the caller's business: mask the outputs.
+Both functions are pure and jittable; numpy rewards give numpy results without compiling anything
+(the host-side batch filler calls them on every rollout round, whose size varies). Padding rows
+are the caller's business: mask the outputs.
 """
 
 from __future__ import annotations
@@ -36,14 +38,15 @@ __all__ = ["group_outcomes", "informative"]
 
 
 def _check_rewards(rewards) -> jax.Array:
-  """Checks a [P, G] reward array (shape always, values when concrete); returns it as an array."""
-  rewards = jnp.asarray(rewards)
+  """Checks a [P, G] reward array (shape always, values when concrete); numpy stays numpy."""
+  if not isinstance(rewards, jax.Array):
+    rewards = np.asarray(rewards)
   if rewards.ndim != 2:
     raise ValueError(f"rewards must be [P, G], got shape {tuple(rewards.shape)}")
   if rewards.shape[1] < 1:
     raise ValueError(f"rewards need at least one response per group, got shape {rewards.shape}")
-  if rewards.dtype == jnp.bool_:
-    rewards = rewards.astype(jnp.float32)
+  if rewards.dtype == bool:
+    rewards = rewards.astype(np.float32)
   if not isinstance(rewards, jax.core.Tracer) and jnp.issubdtype(rewards.dtype, jnp.floating):
     values = np.asarray(rewards)
     bad = ~np.isfinite(values)
@@ -79,7 +82,7 @@ def informative(rewards, tol: float = 0.0) -> jax.Array:
   """
   tol = _check_scalar(tol, "tol", minimum=0.0)
   rewards = _check_rewards(rewards)
-  spread = jnp.max(rewards, axis=1) - jnp.min(rewards, axis=1)
+  spread = rewards.max(axis=1) - rewards.min(axis=1)
   return spread > tol
 
 
@@ -97,4 +100,4 @@ def group_outcomes(rewards, correct_threshold: float = 0.95) -> tuple[jax.Array,
   correct_threshold = _check_scalar(correct_threshold, "correct_threshold")
   rewards = _check_rewards(rewards)
   correct = rewards >= correct_threshold
-  return jnp.all(correct, axis=1), ~jnp.any(correct, axis=1)
+  return correct.all(axis=1), ~correct.any(axis=1)

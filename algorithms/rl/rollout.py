@@ -119,7 +119,7 @@ class Sampler:
   Args:
     tokenizer: has encode(prompt) -> ids, decode(ids) -> text, eos_id, pad_id.
     reward: scorer of one response (default `tasks.reward`, binary exact match).
-    group_size: G responses per prompt (>= 2).
+    group_size: G responses per prompt (GRPO needs >= 2; the loop checks its config).
     max_new_tokens: response budget T.
     chunk_prompts: prompts per `generate` call (rows = chunk_prompts * G).
     temperature, top_p: sampling settings (spec: 1.0 / 1.0).
@@ -136,10 +136,11 @@ class Sampler:
     top_p: float = 1.0,
     reward: Callable[[str, str], float] = tasks.reward,
   ):
-    if group_size < 2:
-      raise ValueError(f"group_size={group_size}: GRPO needs at least 2 responses per prompt")
-    if chunk_prompts < 1 or max_new_tokens < 1:
-      raise ValueError(f"chunk_prompts={chunk_prompts}, max_new_tokens={max_new_tokens}: >= 1")
+    if min(group_size, chunk_prompts, max_new_tokens) < 1:
+      raise ValueError(
+        f"group_size={group_size}, chunk_prompts={chunk_prompts}, "
+        f"max_new_tokens={max_new_tokens}: each must be >= 1"
+      )
     self.tokenizer = tokenizer
     self.group_size = group_size
     self.max_new_tokens = max_new_tokens
@@ -191,8 +192,13 @@ class Sampler:
         rewards[p, i] = self.reward(text, answer)
     return rewards
 
+  def rewards(self, policy, pool, key, *, n: int, temperature: float) -> np.ndarray:
+    """[N, n] rewards of n responses to every prompt of `pool` (temperature 0: greedy)."""
+    prompts = [self.tokenizer.encode(p) for p in pool.prompts]
+    tokens, mask = self.generate(policy, prompts, key, n, temperature)
+    return self._score(tokens, mask, pool.answers)
+
   def accuracy(self, policy, pool, key, *, greedy: bool, n: int = 1) -> np.ndarray:
     """[N] mean reward per prompt of `pool`: greedy, or n samples at the rollout temperature."""
-    prompts = [self.tokenizer.encode(p) for p in pool.prompts]
-    tokens, mask = self.generate(policy, prompts, key, n, 0.0 if greedy else self.temperature)
-    return self._score(tokens, mask, pool.answers).mean(axis=1)
+    temperature = 0.0 if greedy else self.temperature
+    return self.rewards(policy, pool, key, n=n, temperature=temperature).mean(axis=1)

@@ -37,7 +37,8 @@ import numpy as np
 import optax
 from flax import nnx
 
-from jaxsys.algorithms.rl.tasks import LEVELS, CharTokenizer, Pool, rewards
+from jaxsys.algorithms.rl import rollout
+from jaxsys.algorithms.rl.tasks import LEVELS, CharTokenizer, Pool
 from jaxsys.lib.models import llama
 
 SEQ_LEN = 16
@@ -206,32 +207,15 @@ def sample_correct(
 ) -> np.ndarray:
   """Rewards of n sampled responses per pool prompt: [N, n] float32 (temperature 0: greedy).
 
-  Prompts go to `llama.generate` in chunks of exactly chunk_size (the last one padded with
-  copies of its first prompt, whose results are dropped), so it compiles once per shape; chunk c
-  uses fold_in(key, c).
+  The RL loop's sampler (`rollout.Sampler.rewards`) with chunk_size prompts per `generate` call
+  (the last chunk padded with copies of its first prompt, dropped), so it compiles once.
   """
   if not isinstance(chunk_size, int) or chunk_size < 1:
     raise ValueError(f"sample_correct: chunk_size must be a positive int, got {chunk_size!r}")
-  prompt_ids = [tokenizer.encode(p) for p in pool.prompts]
-  out = np.zeros((pool.size, n), np.float32)
-  for c, begin in enumerate(range(0, pool.size, chunk_size)):
-    chunk = prompt_ids[begin : begin + chunk_size]
-    real = len(chunk)
-    chunk = chunk + [chunk[0]] * (chunk_size - real)
-    gen = llama.generate(
-      (graphdef, state),
-      chunk,
-      key=jax.random.fold_in(key, c),
-      max_new_tokens=max_new_tokens,
-      temperature=temperature,
-      n=n,
-      eos_ids=(tokenizer.eos_id,),
-      pad_id=tokenizer.pad_id,
-    )
-    texts = tokenizer.decode_batch(np.asarray(gen.tokens)[: real * n])
-    answers = np.repeat(np.asarray(pool.answers[begin : begin + real], dtype=object), n)
-    out[begin : begin + real] = rewards(texts, answers).reshape(real, n)
-  return out
+  sampler = rollout.Sampler(
+    tokenizer, group_size=n, max_new_tokens=max_new_tokens, chunk_prompts=chunk_size
+  )
+  return sampler.rewards((graphdef, state), pool, key, n=n, temperature=temperature)
 
 
 def _group_fractions(correct: np.ndarray, group_size: int) -> dict:
