@@ -1,6 +1,7 @@
 r"""Measured speed of the jitted serving engine against the plain-Python reference.
 
   python -m jaxsys.launch.benchmark --suite=serving --out=workdir/bench/serving.json [--quick]
+  python -m jaxsys.launch.benchmark --suite=uq|rl     (launch/bench_uq.py, launch/bench_rl.py)
 
 Everything is measured side by side in one process on this machine, FCFS, Llama-3.1-8B/A100
 roofline, Sarathi chunk 512:
@@ -34,7 +35,7 @@ from jaxsys.systems import llm_serving as ls
 from jaxsys.systems import llm_serving_reference as reference
 from jaxsys.systems import timing, workloads
 
-_SUITE = flags.DEFINE_enum("suite", "serving", ["serving", "uq"], "Which benchmark suite.")
+_SUITE = flags.DEFINE_enum("suite", "serving", ["serving", "uq", "rl"], "Which benchmark suite.")
 _OUT = flags.DEFINE_string("out", None, "Where the JSON goes (default workdir/bench/SUITE.json).")
 _QUICK = flags.DEFINE_bool("quick", False, "Small sizes (seconds), for tests.")
 _TUNE_CPU = flags.DEFINE_bool("tune_cpu", True, "Add lib/xla_flags.CPU_FLAGS before JAX starts.")
@@ -268,11 +269,12 @@ def main(argv):
   if _SUITE.value == "serving":
     result = serving(_QUICK.value, _AZURE.value)
     lines = serving_summary(result)
-  else:
-    from jaxsys.launch import bench_uq
+  else:  # the other suites live in their own modules
+    import importlib
 
-    result = bench_uq.run(_QUICK.value)
-    lines = bench_uq.summary(result)
+    suite = importlib.import_module(f"jaxsys.launch.bench_{_SUITE.value}")
+    result = suite.run(_QUICK.value)
+    lines = suite.summary(result)
   result["machine"] = _machine()
   out = _OUT.value or f"workdir/bench/{_SUITE.value}.json"
   os.makedirs(os.path.dirname(out) or ".", exist_ok=True)

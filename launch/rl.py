@@ -63,7 +63,12 @@ def validate(config) -> None:
     )
   if config.steps < 1 or config.eval_every < 1 or config.checkpoint_every < 1:
     raise ValueError("config.steps, eval_every and checkpoint_every must be >= 1")
-  if config.pool_size < config.train_groups:
+  if config.dataset != "arithmetic" and not os.path.exists(config.dataset):
+    raise FileNotFoundError(
+      f"config.dataset={config.dataset!r}: no such file; use 'arithmetic' or a JSON-lines file "
+      "of {prompt, answer} problems"
+    )
+  if config.dataset == "arithmetic" and config.pool_size < config.train_groups:
     raise ValueError(f"config.pool_size={config.pool_size} < train_groups={config.train_groups}")
 
 
@@ -76,10 +81,34 @@ def mesh_size(config) -> int:
 
 
 def make_data(config):
-  """(tokenizer, training pool, eval pool) of the arithmetic task."""
+  """(tokenizer, training pool, eval pool).
+
+  `config.dataset` is "arithmetic" (the generator of algorithms/rl/tasks.py) or a JSON-lines
+  file of {prompt, answer[, level]} problems, whose last `eval_size` lines are held out. Every
+  problem must fit the character vocabulary; a bad one fails here, before any training.
+  """
   tokenizer = tasks.CharTokenizer()
-  pool = tasks.make_pool(config.pool_size, config.pool_seed, config.levels)
-  eval_pool = tasks.make_pool(config.eval_size, config.eval_seed, config.levels)
+  if config.dataset == "arithmetic":
+    pool = tasks.make_pool(config.pool_size, config.pool_seed, config.levels)
+    eval_pool = tasks.make_pool(config.eval_size, config.eval_seed, config.levels)
+  else:
+    everything = tasks.load_pool(config.dataset)
+    if everything.size <= config.eval_size:
+      raise ValueError(
+        f"{config.dataset}: {everything.size} problems, not more than eval_size="
+        f"{config.eval_size}; nothing would be left to train on"
+      )
+    split = everything.size - config.eval_size
+    pool, eval_pool = (
+      everything.subset(np.arange(split)),
+      everything.subset(np.arange(split, everything.size)),
+    )
+  for name, p in (("training", pool), ("eval", eval_pool)):
+    for i, (prompt, answer) in enumerate(zip(p.prompts, p.answers, strict=True)):
+      try:
+        tokenizer.encode(prompt), tokenizer.encode_answer(answer)
+      except ValueError as e:
+        raise ValueError(f"{name} problem {i} ({prompt!r} -> {answer!r}): {e}") from e
   return tokenizer, pool, eval_pool
 
 

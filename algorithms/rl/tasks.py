@@ -25,6 +25,8 @@ prompt id for GRESO's per-prompt state.
 
 from __future__ import annotations
 
+import json
+import os
 from collections.abc import Sequence
 from typing import NamedTuple
 
@@ -181,6 +183,31 @@ def make_pool(num_prompts: int, seed: int, levels: Sequence[int] = LEVELS) -> Po
     answers=tuple(a for _, a in problems),
     levels=assigned.astype(np.int32),
   )
+
+
+def load_pool(path: str) -> Pool:
+  """A pool from a JSON-lines file: one {"prompt": ..., "answer": ..., "level": int} per line.
+
+  "level" is optional (0 when absent). Raises FileNotFoundError naming the path, or ValueError
+  naming the first bad line.
+  """
+  if not os.path.exists(path):
+    raise FileNotFoundError(f"dataset file {path!r} does not exist")
+  prompts, answers, levels = [], [], []
+  with open(path) as f:
+    for number, line in enumerate(f, 1):
+      if not line.strip():
+        continue
+      try:
+        item = json.loads(line)
+        prompts.append(str(item["prompt"]))
+        answers.append(str(item["answer"]))
+        levels.append(int(item.get("level", 0)))
+      except (json.JSONDecodeError, KeyError, TypeError, ValueError) as e:
+        raise ValueError(f"{path}:{number}: not a {{prompt, answer[, level]}} object ({e})") from e
+  if not prompts:
+    raise ValueError(f"dataset file {path!r} holds no problems")
+  return Pool(tuple(prompts), tuple(answers), np.asarray(levels, np.int32))
 
 
 # ------------------------------------------------------------------------------------------------

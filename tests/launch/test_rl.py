@@ -68,3 +68,28 @@ def test_bad_configs_fail_at_start(overrides, match, tmp_path):
   with pytest.raises(ValueError, match=match):
     rl.train(config, str(tmp_path))
   assert not (tmp_path / "checkpoints").exists()
+
+
+def test_missing_or_bad_dataset_files_fail_at_start(tmp_path):
+  config = rl.with_overrides(greso.get_config("smoke"), dataset=str(tmp_path / "nope.jsonl"))
+  with pytest.raises(FileNotFoundError, match="nope.jsonl"):
+    rl.train(config, str(tmp_path / "run"))
+  bad = tmp_path / "letters.jsonl"
+  lines = [json.dumps({"prompt": f"{i}+1=", "answer": str(i + 1)}) for i in range(40)]
+  bad.write_text("\n".join([*lines, json.dumps({"prompt": "two+2=", "answer": "4"})]) + "\n")
+  config = rl.with_overrides(config, dataset=str(bad), eval_size=8)
+  with pytest.raises(ValueError, match="eval problem 7 .'two\\+2='"):
+    rl.train(config, str(tmp_path / "run"))
+  assert not (tmp_path / "run" / "checkpoints").exists()
+
+
+def test_a_jsonl_dataset_trains(tmp_path):
+  path = tmp_path / "sums.jsonl"
+  rows = [
+    {"prompt": f"{a}+{b}=", "answer": str(a + b), "level": 1} for a in range(9) for b in range(9)
+  ]
+  path.write_text("".join(json.dumps(r) + "\n" for r in rows))
+  config = rl.with_overrides(greso.get_config("smoke"), dataset=str(path), eval_size=16, steps=2)
+  out = rl.train(config, str(tmp_path / "run"))
+  assert out["final"]["rollout/responses_total"] > 0
+  assert "eval/acc_level1" in out["final"]

@@ -27,7 +27,9 @@ def get_config(arg: str = ""):
   c.seed = 0
   c.seeds = (0, 1, 2)
   c.model = "laptop"  # tasks.policy_config size
-  # data: the arithmetic generator (algorithms/rl/tasks.py)
+  # data: "arithmetic" (the generator of algorithms/rl/tasks.py; pool_size, pool_seed, levels)
+  # or a JSON-lines file of {prompt, answer[, level]} whose last eval_size lines are held out
+  c.dataset = "arithmetic"
   c.pool_size, c.pool_seed, c.levels = 4096, 1, (1, 2, 3, 4, 5)
   c.eval_size, c.eval_seed = 512, 2
   # warm start: teacher forcing on the easy levels, shared by every method and seed, on its own
