@@ -302,9 +302,11 @@ def with_overrides(config, **overrides):
 def run(config, workdir: str) -> dict:
   """Trains every method of `config.methods` for every seed of `config.seeds`; summarises.
 
-  All runs share one warm start (workdir/sft), trained once. The accuracy target T* is 90% of
-  the best seed-averaged dynamic-sampling eval accuracy of these runs (spec 8 takes it from a
-  pilot run; with the DS runs in hand this is the same number without a second run) [R].
+  All runs share one warm start (workdir/sft), trained once. The accuracy target T* is the
+  warm start's accuracy plus 90% of the best seed-averaged gain of dynamic sampling in these
+  runs [R]: spec 8 takes 90% of the DS accuracy itself (from a pilot run), which the warm start
+  already exceeds here (levels 1-3 solved, 4-5 never), so every method would reach it at step 0.
+  `config.target_acc` overrides it.
   """
   os.makedirs(workdir, exist_ok=True)
   tokenizer, pool, _ = make_data(config)
@@ -322,8 +324,8 @@ def run(config, workdir: str) -> dict:
   logging.info("warm start on the pool: %s", gate)
   runs = {}
   start = time.perf_counter()
-  for method in config.methods:
-    for seed in config.seeds:
+  for seed in config.seeds:  # seed-major: a cut-short run still compares every method
+    for method in config.methods:
       name = f"{method}_seed{seed}"
       logging.info("training %s", name)
       sub = with_overrides(config, method=method, seed=seed)
@@ -367,7 +369,8 @@ def summarise(runs: dict, config) -> dict:
     if not ds:
       ds = [_evals(r["rows"]) for r in runs.values()]
     length = min(len(e) for e in ds)
-    target = 0.9 * float(np.max(np.mean([e[:length, 3] for e in ds], axis=0)))
+    curve = np.mean([e[:length, 3] for e in ds], axis=0)  # seed-averaged DS accuracy
+    target = float(curve[0] + 0.9 * (np.max(curve) - curve[0]))
   table = {}
   for name, r in runs.items():
     evals, rows = _evals(r["rows"]), [x for x in r["rows"] if "rollout/responses" in x]
@@ -496,8 +499,8 @@ def report_markdown(summary: dict, config) -> str:
     f"on the pool, {w.get('all_correct', float('nan')):.0%} of prompts all-correct and "
     f"{w.get('all_wrong', float('nan')):.0%} all-wrong in groups of {config.group_size}. "
     f"{config.steps} optimizer steps of {config.train_groups} groups per run; seeds "
-    f"{tuple(config.seeds)}; target T* = {summary['target_acc']:.3f} (90% of the best "
-    "seed-averaged DS accuracy)."
+    f"{tuple(config.seeds)}; target T* = {summary['target_acc']:.3f} (the warm start's accuracy "
+    "plus 90% of the best seed-averaged DS gain)."
   )
   lines += [
     "",
