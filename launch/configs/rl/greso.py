@@ -12,8 +12,8 @@ same warm start. Expected (spec 8): GRESO reaches the dynamic-sampling accuracy 
 rollouts and less wall time, skipping mostly level-1 and level-5 prompts; both beat plain GRPO
 per optimizer step.
 
-Variants: '' (the long run: 200 steps, 3 seeds; about 20 min per seed on 2 cores), `:quick` (the `make demo` setting, minutes),
-`:smoke` (tests, seconds).
+Variants: '' (the long run: 200 steps, 3 seeds; about 20 min per seed on 2 cores), `:quick`
+(the `make demo` setting: 60 steps, one seed, a 1,024-prompt pool; ~5 min), `:smoke` (tests).
 """
 
 import ml_collections
