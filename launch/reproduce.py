@@ -19,7 +19,7 @@ from jaxsys.launch import rl, serving, uncertainty
 from jaxsys.launch.configs.rl import greso
 from jaxsys.launch.configs.serving import tempo_load_sweep
 from jaxsys.launch.configs.uq import inv_entropy
-from jaxsys.lib import xla_flags
+from jaxsys.lib import checkpoint, xla_flags
 from jaxsys.lib.registry import REPRODUCTIONS
 
 _WORKDIR = flags.DEFINE_string("workdir", "workdir/demo", "Where the report is written.")
@@ -65,6 +65,7 @@ def reproduce(workdir: str, setting: str = "quick", only=()) -> str:
 def main(argv):
   del argv
   xla_flags.add()  # before the first JAX computation starts the backend
+  checkpoint.quiet_orbax_logs()
   jax.config.update("jax_enable_x64", True)
   path = reproduce(_WORKDIR.value, _SETTING.value, _ONLY.value)
   logging.info("report: %s", path)

@@ -40,6 +40,7 @@ class LoopState:
   responses_total: jax.Array  # [] int64 responses generated so far (GRESO's "# rollouts")
   wall_s: jax.Array  # [] float32 training wall time so far (evaluation excluded)
   rollout_s: jax.Array  # [] float32 of which sampling
+  rollout_rounds: jax.Array  # [] int32 rollout calls so far (steps/gen; optimizer steps differ)
 
 
 # ------------------------------------------------------------------------------------------------
@@ -184,9 +185,10 @@ def loss_config(config) -> train_step.LossConfig:
 
 
 def evaluate(sampler, policy, eval_pool, key) -> dict:
-  """Greedy accuracy on the held-out pool, overall and per difficulty level."""
+  """Held-out accuracy: greedy (overall and per difficulty level) and of one sample."""
   per_prompt = sampler.accuracy(policy, eval_pool, key, greedy=True)
-  out = {"eval/acc_greedy": float(per_prompt.mean())}
+  sampled = sampler.accuracy(policy, eval_pool, key, greedy=False)  # one sample at rollout T
+  out = {"eval/acc_greedy": float(per_prompt.mean()), "eval/acc_sampled": float(sampled.mean())}
   for level in np.unique(eval_pool.levels):
     out[f"eval/acc_level{level}"] = float(per_prompt[eval_pool.levels == level].mean())
   return out
@@ -213,6 +215,7 @@ def train(config, workdir: str, *, sft_dir: str | None = None) -> dict:
       responses_total=jnp.zeros((), jnp.int64 if jax.config.x64_enabled else jnp.int32),
       wall_s=jnp.zeros((), jnp.float32),
       rollout_s=jnp.zeros((), jnp.float32),
+      rollout_rounds=jnp.zeros((), jnp.int32),
     )
 
   ckpt = checkpoint.Checkpointer(
@@ -254,12 +257,14 @@ def train(config, workdir: str, *, sft_dir: str | None = None) -> dict:
       responses_total=state.responses_total + row["rollout/responses"],
       wall_s=state.wall_s + step_s,
       rollout_s=state.rollout_s + row["time/rollout_s"],
+      rollout_rounds=state.rollout_rounds + row["rollout/rounds"],
     )
     row.update({k: float(v) for k, v in metrics.items()})
     row.update(
       {
         "rollout/responses_total": int(state.responses_total),
         "steps/optimizer": int(state.train.step),
+        "steps/gen": int(state.rollout_rounds),
         "steps/skipped_empty": int(not len(groups)),
         "train/acc": row["reward/mean"],
         "time/train_s": train_s,

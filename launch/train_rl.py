@@ -17,7 +17,7 @@ from absl import app, flags, logging
 from ml_collections import config_flags
 
 from jaxsys.launch import rl
-from jaxsys.lib import xla_flags
+from jaxsys.lib import checkpoint, xla_flags
 
 _CONFIG = config_flags.DEFINE_config_file("config", None, "RL config file.")
 _WORKDIR = flags.DEFINE_string("workdir", None, "Metrics and checkpoints go here.")
@@ -28,6 +28,7 @@ flags.mark_flags_as_required(["config", "workdir"])
 def main(argv):
   del argv
   xla_flags.add()  # before the first JAX computation starts the backend
+  checkpoint.quiet_orbax_logs()
   logging.info("devices: %s", jax.devices())
   out = rl.train(_CONFIG.value, _WORKDIR.value, sft_dir=_SFT_DIR.value)
   print({k: v for k, v in out["final"].items() if k.startswith(("eval/", "rollout/"))})

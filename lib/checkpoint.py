@@ -114,6 +114,21 @@ class Checkpointer:
     self.close()
 
 
+def quiet_orbax_logs() -> None:
+  """Hides orbax's INFO lines (a dozen per save) from the absl log; warnings still show."""
+  import logging as py_logging
+
+  from absl import logging
+
+  class _Filter(py_logging.Filter):
+    def filter(self, record):
+      return record.levelno >= py_logging.WARNING or "/orbax/" not in record.pathname
+
+  handler = logging.get_absl_handler()
+  if not any(isinstance(f, _Filter) for f in handler.filters):
+    handler.addFilter(_Filter())
+
+
 def _abstract(x: Any) -> Any:
   """A ShapeDtypeStruct (keeping a sharding) for an array; other leaves unchanged."""
   if isinstance(x, jax.ShapeDtypeStruct):
