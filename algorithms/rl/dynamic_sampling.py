@@ -28,11 +28,10 @@ are the caller's business: mask the outputs.
 
 from __future__ import annotations
 
-import math
-
 import jax
-import jax.numpy as jnp
 import numpy as np
+
+from jaxsys.lib import checks
 
 __all__ = ["group_outcomes", "informative"]
 
@@ -47,27 +46,8 @@ def _check_rewards(rewards) -> jax.Array:
     raise ValueError(f"rewards need at least one response per group, got shape {rewards.shape}")
   if rewards.dtype == bool:
     rewards = rewards.astype(np.float32)
-  if not isinstance(rewards, jax.core.Tracer) and jnp.issubdtype(rewards.dtype, jnp.floating):
-    values = np.asarray(rewards)
-    bad = ~np.isfinite(values)
-    if bad.any():
-      first = tuple(int(i) for i in np.argwhere(bad)[0])
-      raise ValueError(
-        f"rewards must be finite; {int(bad.sum())} are not (first at index {first}: "
-        f"{values[first]})"
-      )
+  checks.finite(rewards, "rewards")
   return rewards
-
-
-def _check_scalar(value, name: str, minimum: float | None = None) -> float:
-  if isinstance(value, bool) or not isinstance(value, int | float | np.integer | np.floating):
-    raise ValueError(f"{name} must be a Python number (it is a static threshold), got {value!r}")
-  value = float(value)
-  if not math.isfinite(value):
-    raise ValueError(f"{name} must be finite, got {value}")
-  if minimum is not None and value < minimum:
-    raise ValueError(f"{name} must be >= {minimum}, got {value}")
-  return value
 
 
 def informative(rewards, tol: float = 0.0) -> jax.Array:
@@ -80,7 +60,7 @@ def informative(rewards, tol: float = 0.0) -> jax.Array:
   Returns:
     [P] bool, True where the group is informative (would get a non-zero GRPO advantage).
   """
-  tol = _check_scalar(tol, "tol", minimum=0.0)
+  tol = checks.number(tol, "tol", minimum=0.0)
   rewards = _check_rewards(rewards)
   spread = rewards.max(axis=1) - rewards.min(axis=1)
   return spread > tol
@@ -97,7 +77,7 @@ def group_outcomes(rewards, correct_threshold: float = 0.95) -> tuple[jax.Array,
     (easy [P] bool, hard [P] bool): easy = every response correct, hard = no response correct.
     They never both hold (G >= 1); a group that is neither is "mixed".
   """
-  correct_threshold = _check_scalar(correct_threshold, "correct_threshold")
+  correct_threshold = checks.number(correct_threshold, "correct_threshold")
   rewards = _check_rewards(rewards)
   correct = rewards >= correct_threshold
   return correct.all(axis=1), ~correct.any(axis=1)

@@ -55,6 +55,7 @@ import jax.numpy as jnp
 import numpy as np
 
 from jaxsys.algorithms.rl import dynamic_sampling
+from jaxsys.lib import checks
 
 __all__ = [
   "GresoConfig",
@@ -92,11 +93,11 @@ class GresoConfig:
 
   def __post_init__(self):
     for name in ("p_easy0", "p_hard0", "target_zero_variance", "delta_p", "p_min", "p_max"):
-      _check_float(getattr(self, name), name)
+      checks.number(getattr(self, name), name)
     for name in ("floor", "beta", "correct_threshold"):
-      _check_float(getattr(self, name), name)
+      checks.number(getattr(self, name), name)
     for name in ("chunk", "default_rollout", "min_rollout"):
-      _check_int(getattr(self, name), name, minimum=1)
+      checks.count(getattr(self, name), name, minimum=1)
     if not 0.0 < self.p_min <= self.p_max <= 1.0:
       raise ValueError(
         f"need 0 < p_min <= p_max <= 1, got p_min = {self.p_min}, p_max = {self.p_max}"
@@ -149,21 +150,6 @@ class GresoState:
 # Checks: shapes and Python arguments always (they are static under jit), values when concrete.
 
 
-def _check_float(value, name: str) -> None:
-  if isinstance(value, bool) or not isinstance(value, int | float | np.integer | np.floating):
-    raise ValueError(f"{name} must be a Python number, got {value!r}")
-  if not math.isfinite(value):
-    raise ValueError(f"{name} must be finite, got {value}")
-
-
-def _check_int(value, name: str, minimum: int) -> int:
-  if isinstance(value, bool) or not isinstance(value, int | np.integer):
-    raise ValueError(f"{name} must be a Python int, got {value!r}")
-  if value < minimum:
-    raise ValueError(f"{name} must be >= {minimum}, got {value}")
-  return int(value)
-
-
 def _check_config(config) -> None:
   if not isinstance(config, GresoConfig):
     raise ValueError(f"config must be a GresoConfig, got {type(config).__name__}")
@@ -192,13 +178,6 @@ def _check_ids(state: GresoState, prompt_ids, valid=None) -> jax.Array:
   return prompt_ids
 
 
-def _check_key(key) -> None:
-  if not (isinstance(key, jax.Array) and jnp.issubdtype(key.dtype, jax.dtypes.prng_key)):
-    raise ValueError(f"key must be a typed key from jax.random.key, got {key!r}")
-  if key.shape != ():
-    raise ValueError(f"key must be a single key, got shape {key.shape}")
-
-
 # ------------------------------------------------------------------------------------------------
 # State.
 
@@ -214,7 +193,7 @@ def init(num_prompts: int, config: GresoConfig) -> GresoState:
     GresoState with [N] zero streaks and zero counters.
   """
   _check_config(config)
-  num_prompts = _check_int(num_prompts, "num_prompts", minimum=1)
+  num_prompts = checks.count(num_prompts, "num_prompts", minimum=1)
   zero = jnp.zeros((), jnp.int32)
   return GresoState(
     easy_streak=jnp.zeros((num_prompts,), jnp.int32),
@@ -281,7 +260,7 @@ def select(
     (keep [B] bool, skipped_easy [B] bool, skipped_hard [B] bool); every row is exactly one of
     kept, skipped for an easy streak, skipped for a hard streak.
   """
-  _check_key(key)
+  checks.typed_key(key)
   prob = skip_probability(state, prompt_ids, config)
   prompt_ids = jnp.asarray(prompt_ids)
   skip = uniforms(key, prompt_ids.shape[0]) < prob
@@ -460,9 +439,9 @@ def next_rollout_size(
     (size, last_round): a Python int in [min_rollout, default_rollout] and a Python bool.
   """
   _check_config(config)
-  missing_prompts = _check_int(missing_prompts, "missing_prompts", minimum=1)
-  group_size = _check_int(group_size, "group_size", minimum=1)
-  _check_float(zero_var_ratio, "zero_var_ratio")
+  missing_prompts = checks.count(missing_prompts, "missing_prompts", minimum=1)
+  group_size = checks.count(group_size, "group_size", minimum=1)
+  checks.number(zero_var_ratio, "zero_var_ratio")
   if not 0.0 <= zero_var_ratio <= 1.0:
     raise ValueError(f"zero_var_ratio must lie in [0, 1], got {zero_var_ratio}")
   missing_responses = missing_prompts * group_size

@@ -45,6 +45,8 @@ import jax.numpy as jnp
 import numpy as np
 from jax.scipy.special import xlogy
 
+from jaxsys.lib import checks
+
 TRANSFORMS = ("shift", "abs", "clip")
 PX_FORMULAS = ("bayes", "paper")
 
@@ -123,19 +125,6 @@ def _as_float_array(x):
   return x if np.issubdtype(x.dtype, np.floating) else x.astype(jnp.result_type(float))
 
 
-def _check_choice(value, name: str, choices: tuple[str, ...]) -> None:
-  if value not in choices:
-    raise ValueError(f"{name} must be one of {choices}, got {value!r}")
-
-
-def _check_count(value, name: str, minimum: int) -> int:
-  if isinstance(value, bool) or not isinstance(value, int | np.integer):
-    raise ValueError(f"{name} must be a Python int (it fixes a shape), got {value!r}")
-  if value < minimum:
-    raise ValueError(f"{name} must be >= {minimum}, got {value}")
-  return int(value)
-
-
 def _check_square(x: jax.Array, name: str) -> int:
   """Raises unless x is [m, m] with m >= 2; returns m."""
   if x.ndim != 2 or x.shape[0] != x.shape[1]:
@@ -147,28 +136,14 @@ def _check_square(x: jax.Array, name: str) -> int:
   return x.shape[0]
 
 
-def _check_key(key) -> None:
-  if not (isinstance(key, jax.Array) and jnp.issubdtype(key.dtype, jax.dtypes.prng_key)):
-    raise ValueError(f"key must be a typed key from jax.random.key, got {key!r}")
-  if key.shape != ():
-    raise ValueError(f"key must be a single key, got shape {key.shape}")
-
-
 def _check_values(x: jax.Array, name: str, nonnegative: bool = False) -> None:
   """Rejects non-finite (and optionally negative) entries of a concrete array."""
-  if isinstance(x, jax.core.Tracer):
-    return
-  values = np.asarray(x)
-  bad = ~np.isfinite(values)
-  if bad.any():
-    first = tuple(int(i) for i in np.argwhere(bad)[0])
-    raise ValueError(
-      f"{name} contains {int(bad.sum())} non-finite values (first at index {first}: "
-      f"{values[first]})"
-    )
-  if nonnegative and (values < 0).any():
-    first = tuple(int(i) for i in np.argwhere(values < 0)[0])
-    raise ValueError(f"{name} must be >= 0 (a similarity), got {values[first]} at index {first}")
+  checks.finite(x, name)
+  if nonnegative and not isinstance(x, jax.core.Tracer):
+    values = np.asarray(x)
+    if (values < 0).any():
+      first = tuple(int(i) for i in np.argwhere(values < 0)[0])
+      raise ValueError(f"{name} must be >= 0 (a similarity), got {values[first]} at index {first}")
 
 
 # ------------------------------------------------------------------------------------------------
@@ -201,7 +176,7 @@ def similarity(emb_a: jax.Array, emb_b: jax.Array, transform: str = "shift") -> 
   Returns:
     [..., na, nb] similarities in [0, 1].
   """
-  _check_choice(transform, "transform", TRANSFORMS)
+  checks.choice(transform, "transform", TRANSFORMS)
   emb_a, emb_b = _as_float(emb_a), _as_float(emb_b)
   if emb_a.ndim < 2 or emb_b.ndim < 2:
     raise ValueError(
@@ -328,7 +303,7 @@ def dual_walk(p_x: jax.Array, p_y: jax.Array, px_formula: str = "bayes") -> Dual
   Returns:
     DualWalk with vectors [m], conditionals [m, m] and scalar measures [].
   """
-  _check_choice(px_formula, "px_formula", PX_FORMULAS)
+  checks.choice(px_formula, "px_formula", PX_FORMULAS)
   p_x, p_y = _as_float(p_x), _as_float(p_y)
   m = _check_square(p_x, "p_x")
   if p_y.shape != (m, m):
@@ -442,7 +417,7 @@ def _first_replicates(sim_x, sim_y_full, r, px_formula) -> Measures:
 def _check_pairwise_inputs(sim_x, sim_y_full, r) -> tuple[jax.Array, jax.Array, int]:
   sim_x, sim_y_full = _as_float(sim_x), _as_float(sim_y_full)
   m = _check_square(sim_x, "sim_x")
-  r = _check_count(r, "r", 1)
+  r = checks.count(r, "r", 1)
   if sim_y_full.shape != (m * r, m * r):
     raise ValueError(
       f"sim_y_full must be [m*r, m*r] = {(m * r, m * r)} for m = {m} (from sim_x) and r = {r}, "
@@ -456,14 +431,14 @@ def _check_pairwise_inputs(sim_x, sim_y_full, r) -> tuple[jax.Array, jax.Array, 
 
 def _check_embedding_inputs(sim_x, emb_y, transform) -> tuple[jax.Array, jax.Array]:
   """Checks sim_x [m, m] against emb_y [m, r, d]; returns both as floats."""
-  _check_choice(transform, "transform", TRANSFORMS)
+  checks.choice(transform, "transform", TRANSFORMS)
   sim_x, emb_y = _as_float(sim_x), _as_float(emb_y)
   m = _check_square(sim_x, "sim_x")
   if emb_y.ndim != 3:
     raise ValueError(f"emb_y must be [m, r, d], got shape {tuple(emb_y.shape)}")
   if emb_y.shape[0] != m:
     raise ValueError(f"emb_y has m = {emb_y.shape[0]} inputs but sim_x has m = {m}")
-  _check_count(emb_y.shape[1], "r (emb_y.shape[1])", 1)
+  checks.count(emb_y.shape[1], "r (emb_y.shape[1])", 1)
   _check_values(sim_x, "sim_x", nonnegative=True)
   _check_values(emb_y, "emb_y")
   return sim_x, emb_y
@@ -504,9 +479,9 @@ def inv_entropy_bootstrap_pairwise(
   Returns:
     InvEntropyScores: mean and std (ddof = 0) over the B draws of every measure, each [].
   """
-  _check_key(key)
-  _check_choice(px_formula, "px_formula", PX_FORMULAS)
-  num_bootstrap = _check_count(num_bootstrap, "num_bootstrap", 1)
+  checks.typed_key(key)
+  checks.choice(px_formula, "px_formula", PX_FORMULAS)
+  num_bootstrap = checks.count(num_bootstrap, "num_bootstrap", 1)
   sim_x, sim_y_full, r = _check_pairwise_inputs(sim_x, sim_y_full, r)
   return _bootstrap(key, sim_x, sim_y_full, r, num_bootstrap, px_formula)
 
@@ -539,9 +514,9 @@ def inv_entropy_bootstrap(
     InvEntropyScores: mean and std (ddof = 0) over the B draws of every measure, each [].
     `mean.inv_entropy` is the paper's Inv-Entropy.
   """
-  _check_key(key)
-  _check_choice(px_formula, "px_formula", PX_FORMULAS)
-  num_bootstrap = _check_count(num_bootstrap, "num_bootstrap", 1)
+  checks.typed_key(key)
+  checks.choice(px_formula, "px_formula", PX_FORMULAS)
+  num_bootstrap = checks.count(num_bootstrap, "num_bootstrap", 1)
   sim_x, emb_y = _check_embedding_inputs(sim_x, emb_y, transform)
   dtype = jnp.result_type(sim_x, emb_y)
   sim_y_full = _all_response_similarity(emb_y.astype(dtype), transform)
@@ -562,7 +537,7 @@ def nr_inv_entropy(
   Returns:
     Measures, each []; `.inv_entropy` is NR-Inv-Entropy.
   """
-  _check_choice(px_formula, "px_formula", PX_FORMULAS)
+  checks.choice(px_formula, "px_formula", PX_FORMULAS)
   sim_x, emb_y = _check_embedding_inputs(sim_x, emb_y, transform)
   dtype = jnp.result_type(sim_x, emb_y)
   return _nr_from_embeddings(sim_x.astype(dtype), emb_y.astype(dtype), transform, px_formula)
@@ -578,7 +553,7 @@ def nr_inv_entropy_pairwise(
   sim_x: jax.Array, sim_y_full: jax.Array, r: int, *, px_formula: str = "bayes"
 ) -> Measures:
   """`nr_inv_entropy` for pairwise scorers: sim_y_full [m*r, m*r] input-major, r static."""
-  _check_choice(px_formula, "px_formula", PX_FORMULAS)
+  checks.choice(px_formula, "px_formula", PX_FORMULAS)
   sim_x, sim_y_full, r = _check_pairwise_inputs(sim_x, sim_y_full, r)
   return _first_replicates(sim_x, sim_y_full, r, px_formula)
 
@@ -643,10 +618,10 @@ def score_dataset(
   Returns:
     DatasetScores; every leaf [Q]: bootstrap mean and std, and the NR (replicate 0) measures.
   """
-  _check_key(key)
-  _check_choice(transform, "transform", TRANSFORMS)
-  _check_choice(px_formula, "px_formula", PX_FORMULAS)
-  num_bootstrap = _check_count(num_bootstrap, "num_bootstrap", 1)
+  checks.typed_key(key)
+  checks.choice(transform, "transform", TRANSFORMS)
+  checks.choice(px_formula, "px_formula", PX_FORMULAS)
+  num_bootstrap = checks.count(num_bootstrap, "num_bootstrap", 1)
   # numpy inputs stay numpy: jit takes them without the extra copy of jnp.asarray (~2 ms for
   # 200 questions of MiniLM embeddings, a sixth of the scoring)
   emb_x, emb_y = _as_float_array(emb_x), _as_float_array(emb_y)
@@ -664,7 +639,7 @@ def score_dataset(
     raise ValueError("emb_x needs Q >= 1 questions, got Q = 0")
   if emb_x.shape[1] < 2:
     raise ValueError(f"emb_x needs m >= 2 inputs per question, got m = {emb_x.shape[1]}")
-  _check_count(emb_y.shape[2], "r (emb_y.shape[2])", 1)
+  checks.count(emb_y.shape[2], "r (emb_y.shape[2])", 1)
   dtype = jnp.result_type(emb_x, emb_y)
   emb_x, emb_y = emb_x.astype(dtype, copy=False), emb_y.astype(dtype, copy=False)
   if mesh is None:

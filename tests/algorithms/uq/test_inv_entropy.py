@@ -457,7 +457,7 @@ NAN_EMB_Y3 = EMB_Y3.at[1, 0, 2].set(jnp.nan)
     (lambda: ie.score_dataset(KEY, jnp.ones((2, 3, 4)), jnp.ones((2, 3, 0, 4))), r"r \(emb_y"),
     (
       lambda: ie.score_dataset(KEY, jnp.full((2, 3, 4), jnp.nan), jnp.ones((2, 3, 2, 4))),
-      "emb_x contains",
+      "emb_x must be finite",
     ),
   ],
 )
