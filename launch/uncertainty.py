@@ -117,18 +117,25 @@ def run(config, workdir):
     result = pipeline.run(task, backend, encoder.encode, base, key, workdir, kwargs)
     row = _dataset_summary(result, base)
     if len(config.tsu_temperatures) >= 2:
-      # TSU needs no labels, so it may run on the first tsu_questions only (cost: one full
-      # generation per temperature)
-      tsu_task = task
-      if 0 < config.tsu_questions < len(task.questions):
-        tsu_task = dataclasses.replace(task, questions=task.questions[: config.tsu_questions])
+      # TSU needs no labels, so it may run on the first tsu_questions only (one generation per
+      # temperature); those keep the rewordings of the main run, and at the main temperature
+      # their scores are the main run's (a question's scores never depend on the others)
+      k = len(task.questions)
+      if 0 < config.tsu_questions < k:
+        k = config.tsu_questions
+      tsu_task = dataclasses.replace(task, questions=task.questions[:k])
+      g = result.generations
+      reworded = {"texts": [x[1:] for x in g.inputs[:k]], "degenerate": g.degenerate[:k]}
       by_t = []
       for t in config.tsu_temperatures:
+        if t == config.temperature:
+          by_t.append({est: s[:k] for est, s in result.scores.items()})
+          continue
         res_t = pipeline.run(tsu_task, backend, encoder.encode, _pipeline_config(config, t), key,
-                             workdir, kwargs)  # fmt: skip
+                             workdir, kwargs, reworded, with_metrics=False)  # fmt: skip
         by_t.append(res_t.scores)
       row["tsu"] = _tsu(by_t, config.tsu_temperatures)
-      row["tsu_questions"] = len(tsu_task.questions)
+      row["tsu_questions"] = k
     summary["datasets"][name] = row
     for est, stats in row["metrics"].items():
       writer.write_scalars(d_index, {"dataset": name, "estimator": est, **_flat(stats)})

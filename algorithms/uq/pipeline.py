@@ -147,8 +147,14 @@ def label(task: Task, answers: Sequence[str]) -> np.ndarray:
   return np.asarray([task.correct(a, i) for i, a in enumerate(answers)], bool)
 
 
-def generate(task: Task, backend, config: Config, key, workdir=None, perturb_kwargs=None):
-  """Perturbations and every generation the estimators need, each stage cached."""
+def generate(
+  task: Task, backend, config: Config, key, workdir=None, perturb_kwargs=None, perturbations=None
+):
+  """Perturbations and every generation the estimators need, each stage cached.
+
+  `perturbations` ({"texts": [Q][n], "degenerate": [Q]}) replaces the perturb stage, e.g. to
+  rerun a subset of questions at another temperature with the rewordings it already has.
+  """
   settings = _settings(task, config)
 
   def do_perturb():
@@ -157,7 +163,7 @@ def generate(task: Task, backend, config: Config, key, workdir=None, perturb_kwa
     )
     return {"texts": out.texts, "degenerate": out.degenerate}
 
-  perturbed = _cached(workdir, "perturb", settings, do_perturb)
+  perturbed = perturbations or _cached(workdir, "perturb", settings, do_perturb)
   inputs = [[q, *p] for q, p in zip(task.questions, perturbed["texts"], strict=True)]
 
   def sample(stage, prompts, n, temperature, seed):
@@ -263,13 +269,27 @@ def evaluate(scores: dict[str, np.ndarray], correct: np.ndarray, config: Config)
   )
 
 
-def run(task: Task, backend, embed: Embed, config: Config, key, workdir=None, perturb_kwargs=None):
-  """The whole loop for one task; returns scores, labels and metrics (and caches stages)."""
-  gens = generate(task, backend, config, key, workdir, perturb_kwargs)
+def run(
+  task: Task,
+  backend,
+  embed: Embed,
+  config: Config,
+  key,
+  workdir=None,
+  perturb_kwargs=None,
+  perturbations=None,
+  with_metrics: bool = True,
+):
+  """The whole loop for one task; returns scores, labels and metrics (and caches stages).
+
+  `with_metrics=False` skips the bootstrap of AUROC/PRR/Brier (metrics {}), for runs whose
+  scores feed something else, such as TSU.
+  """
+  gens = generate(task, backend, config, key, workdir, perturb_kwargs, perturbations)
   inputs = build_inputs(gens, embed)
   names = list(config.estimators) or estimators.available(inputs)
   scores = estimators.score_all(inputs, jax.random.fold_in(key, 1), names)
   correct = label(task, gens.greedy)
   logging.info("%s: %d questions, %d correct", task.name, len(correct), int(correct.sum()))
-  stats = evaluate(scores, correct, config)
+  stats = evaluate(scores, correct, config) if with_metrics else {}
   return Result(scores, correct, stats, gens)

@@ -60,3 +60,39 @@ def test_labelled_task_stops_growing(tmp_path):
   base = uncertainty._pipeline_config(config, 0.7)
   task = uncertainty.labelled_task(config, DATASET, _ZeroBackend(), base, str(tmp_path))
   assert len(task.questions) == 4 * uncertainty.MAX_GROWTH
+
+
+class _EchoBackend:
+  """Answers "<temperature-dependent number>" and records (prompt, temperature) pairs."""
+
+  def __init__(self):
+    self.calls = []
+
+  def sample(self, prompts, n, temperature, max_new_tokens, *, seed=None):
+    self.calls += [(p, temperature) for p in prompts]
+    rng = np.random.default_rng(seed)
+    return [[str(rng.integers(0, 1 + int(10 * temperature))) for _ in range(n)] for _ in prompts]
+
+
+class _HashEncoder:
+  def encode(self, texts):
+    return np.stack([np.random.default_rng(abs(hash(t)) % 2**32).normal(size=8) for t in texts])
+
+
+def test_tsu_runs_on_the_first_questions_with_the_main_rewordings(tmp_path, monkeypatch):
+  from jaxsys.lib.models import bert
+
+  backend = _EchoBackend()
+  monkeypatch.setattr(uncertainty, "make_backend", lambda config: backend)
+  monkeypatch.setattr(bert.Encoder, "load", classmethod(lambda cls: _HashEncoder()))
+  config = _arithmetic_config(8, 0)
+  config.tsu_temperatures, config.tsu_questions = (0.3, 0.7, 1.4), 3
+  summary = uncertainty.run(config, str(tmp_path))
+  row = summary["datasets"][DATASET]
+  assert row["tsu_questions"] == 3 and set(next(iter(row["tsu"].values()))) >= {"(0.3,1.4)"}
+  at_main = {p for p, t in backend.calls if t == 0.7}
+  for temperature in (0.3, 1.4):
+    asked = {p for p, t in backend.calls if t == temperature}
+    assert asked and asked <= at_main  # the same rewordings, a subset of the questions
+  sampled = {p for p, t in backend.calls if t == 0.3}
+  assert len(sampled) < len({p for p, t in backend.calls if t == 0.7})
