@@ -393,6 +393,10 @@ def summarise(runs: dict, config) -> dict:
       "rollout_s_total": float(rows[-1]["time/rollout_total_s"]) if rows else 0.0,
       "effective_ratio": float(np.mean([x["batch/effective_ratio"] for x in rows])),
       "skip_rate": float(np.mean([x["greso/skip_rate"] for x in rows])),
+      "skipped_by_level": {  # GRESO: prompts skipped over the run, per difficulty level
+        key.removeprefix("greso/skipped_level"): int(sum(x.get(key, 0) for x in rows))
+        for key in sorted({k for x in rows for k in x if k.startswith("greso/skipped_level")})
+      },
     }
   methods = {}
   for method in config.methods:
@@ -530,6 +534,10 @@ def report_markdown(summary: dict, config) -> str:
       f"| {name} | {r['final_acc']:.3f} | {r['rollouts_total']:.0f} | "
       f"{r['effective_ratio']:.2f} | {r['skip_rate']:.2f} |"
     )
+  for name, r in summary["runs"].items():
+    if r["skipped_by_level"]:
+      levels = ", ".join(f"level {k}: {v}" for k, v in r["skipped_by_level"].items())
+      lines += ["", f"{name} skipped prompts by difficulty: {levels}."]
   for fig in summary["figures"]:
     lines += ["", f"![{os.path.basename(fig)}]({os.path.basename(fig)})"]
   return "\n".join(lines) + "\n"
