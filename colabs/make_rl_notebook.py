@@ -192,7 +192,7 @@ for method, rows in runs.items():
     """In 8 steps this tiny model barely moves, so the accuracy curves say little; what shows
 already is the cost: DS needs many more responses than GRPO per step, and GRESO, once it has
 seen prompts, skips a growing share of them and spends fewer. For the real comparison (a 1M-
-parameter model, 300 steps, three seeds, accuracy against rollouts and wall time) run
+parameter model, 200 steps, three seeds, accuracy against rollouts and wall time) run
 `python -m jaxsys.launch.reproduce --only=rl --setting=full`.""",
   ),
 ]
