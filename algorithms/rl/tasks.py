@@ -21,17 +21,31 @@ Answers are written most significant digit first with a leading '-' when negativ
 at most 9 characters and an answer at most 4, so bos + prompt + answer + eos fits 15 tokens.
 Pools may repeat a problem (level 1 has only 100 distinct ones); each pool slot is still its own
 prompt id for GRESO's per-prompt state.
+
+Text tasks for a pretrained chat model (spec §9; SmolLM2-135M-Instruct through `ChatTokenizer`):
+
+  pool = reasoning_gym_pool("chain_sum", 64, seed=0, max_terms=3)  # answers: reasoning-gym entries
+  pool = mixed_reasoning_gym_pool({"basic_arithmetic": {}, "gsm_symbolic": {}}, 64, seed=0)
+  pool = gsm8k_pool("../shared/data/gsm8k_test.jsonl", 64, seed=0)  # answers: gold numbers (str)
+  pool.reward("<answer>85</answer>", pool.answers[0])              # 1.0 or 0.0
+  tok = ChatTokenizer(gguf_loader.load_smollm2()[1])                # chat-template prompts
+
+A text pool carries its own `reward` (the loop's sampler uses it); the answer goes inside
+<answer>...</answer>, extracted with reasoning-gym's `extract_answer`, and a response without the
+tags scores 0 (spec §9) unless the pool is built with `lenient=True` [R].
 """
 
 from __future__ import annotations
 
+import functools
 import json
 import os
-from collections.abc import Sequence
-from typing import NamedTuple
+from collections.abc import Callable, Mapping, Sequence
+from typing import Any, NamedTuple
 
 import numpy as np
 
+from jaxsys.algorithms.uq import labels
 from jaxsys.lib.models.llama import LlamaConfig
 
 LEVELS = (1, 2, 3, 4, 5)
@@ -144,11 +158,17 @@ def _evaluate(expr: str) -> int:
 
 
 class Pool(NamedTuple):
-  """A fixed set of N problems; index i is prompt id i."""
+  """A fixed set of N problems; index i is prompt id i.
+
+  `answers` hold whatever `reward` reads: answer strings for arithmetic and JSON-lines pools
+  ("85"), the reasoning-gym entry dicts ({"question", "answer", "metadata"}) for
+  `reasoning_gym_pool`, gold numbers as strings ("18") for `gsm8k_pool`.
+  """
 
   prompts: tuple[str, ...]  # N prompts, e.g. "37+48="
-  answers: tuple[str, ...]  # N answers, e.g. "85"
-  levels: np.ndarray  # [N] int32, difficulty level of each prompt
+  answers: tuple[Any, ...]  # N answers, e.g. "85" (see above)
+  levels: np.ndarray  # [N] int32, difficulty level of each prompt (0: none)
+  reward: Callable[[str, Any], float] | None = None  # (text, answer) -> float; None: `reward`
 
   @property
   def size(self) -> int:
@@ -161,6 +181,7 @@ class Pool(NamedTuple):
       prompts=tuple(self.prompts[i] for i in index),
       answers=tuple(self.answers[i] for i in index),
       levels=self.levels[index],
+      reward=self.reward,
     )
 
 
@@ -208,6 +229,234 @@ def load_pool(path: str) -> Pool:
   if not prompts:
     raise ValueError(f"dataset file {path!r} holds no problems")
   return Pool(tuple(prompts), tuple(answers), np.asarray(levels, np.int32))
+
+
+# ------------------------------------------------------------------------------------------------
+# Text tasks for a pretrained chat model (spec §9)
+# ------------------------------------------------------------------------------------------------
+
+ANSWER_INSTRUCTION = "\nPut your final answer inside <answer></answer> tags."
+
+
+def _reasoning_gym():
+  try:
+    import reasoning_gym  # optional extra (`pip install -e .[uq]`), imported only when asked for
+  except ImportError as error:
+    raise ImportError(
+      "reasoning-gym is not installed; run `pip install -e .[uq]` (or `pip install reasoning-gym`)"
+    ) from error
+  return reasoning_gym
+
+
+def extract_tagged_answer(text: str) -> str | None:
+  """The stripped content of the last <answer>...</answer> in text, or None without the tags.
+
+  reasoning-gym's `extract_answer` (spec §9); unlike `uq.labels.extract_answer` there is no
+  first-line fallback: the RL reward asks for the format.
+  """
+  return _reasoning_gym().utils.extract_answer(text)
+
+
+@functools.cache
+def _scorer(name: str):
+  return _reasoning_gym().get_score_answer_fn(name)
+
+
+def answer_tag_reward(
+  text: str, entry: Mapping[str, Any], dataset: Any = None, *, lenient: bool = False
+) -> float:
+  """1.0 iff the <answer> content of a response gets full credit from the task's scorer, else 0.
+
+  Args:
+    text: decoded response.
+    entry: a reasoning-gym entry ({"question", "answer", "metadata"}).
+    dataset: the reasoning-gym dataset that made the entry (its `score_answer` is used); None
+      looks the scorer up by `entry["metadata"]["source_dataset"]`.
+    lenient: judge a response without tags too [R], as `uq.tasks.reasoning_gym` does: by its
+      last number when the gold answer is a number (`uq.labels.gsm8k_correct`), else by the
+      scorer on its first line (`uq.labels.extract_answer`). Off by default (spec §9).
+
+  The scorers give partial credit (e.g. 0.01 for a wrong number); spec §4 "reward_mode binary"
+  keeps only full credit (score >= 1).
+  """
+  answer = extract_tagged_answer(text)
+  if answer is None:
+    if not lenient:
+      return 0.0
+    gold = labels.last_number(str(entry["answer"]))
+    if gold is not None:
+      return float(labels.gsm8k_correct(text, gold))
+    answer = labels.extract_answer(text)
+  if dataset is None:
+    try:
+      score_answer = _scorer(entry["metadata"]["source_dataset"])
+    except (KeyError, TypeError):
+      raise ValueError(
+        f"answer_tag_reward: entry has no metadata.source_dataset; pass its dataset ({entry!r})"
+      ) from None
+  else:
+    score_answer = dataset.score_answer
+  return float(float(score_answer(answer, entry)) >= 1.0)
+
+
+def gsm8k_reward(text: str, gold: str | float, *, lenient: bool = False) -> float:
+  """1.0 iff the last number inside <answer>...</answer> equals the gold number (GSM8K rule).
+
+  lenient: a response without tags is judged by its last number [R] (default: it scores 0).
+  """
+  answer = extract_tagged_answer(text)
+  if answer is None:
+    answer = text if lenient else None
+  return float(answer is not None and labels.gsm8k_correct(answer, float(gold)))
+
+
+class _EntryReward:
+  """`answer_tag_reward` with the datasets that made a pool's entries, by source name."""
+
+  def __init__(self, datasets: Mapping[str, Any], lenient: bool = False):
+    self.datasets = dict(datasets)
+    self.lenient = lenient
+
+  def __call__(self, text: str, entry: Mapping[str, Any]) -> float:
+    name = entry.get("metadata", {}).get("source_dataset")
+    return answer_tag_reward(text, entry, self.datasets.get(name), lenient=self.lenient)
+
+
+def _check_size(fn: str, size):
+  if not isinstance(size, int | np.integer) or size < 1:
+    raise ValueError(f"{fn}: size must be a positive int, got {size!r}")
+
+
+def _reasoning_gym_parts(name: str, size: int, seed: int, options: Mapping[str, Any]):
+  rg = _reasoning_gym()
+  try:
+    dataset = rg.create_dataset(name, size=int(size), seed=int(seed), **dict(options))
+  except (ValueError, TypeError) as error:
+    raise ValueError(f"reasoning-gym task {name!r} with options {dict(options)}: {error}") from None
+  entries = tuple(dataset[i] for i in range(int(size)))
+  return dataset, entries
+
+
+def reasoning_gym_pool(
+  name: str, size: int, seed: int, *, level: int = 0, lenient: bool = False, **options
+) -> Pool:
+  """`size` problems of the reasoning-gym task `name`, generated with `seed`.
+
+  Prompts are the questions followed by `ANSWER_INSTRUCTION`; `answers` are the entry dicts
+  (the scorer needs their metadata); every level is `level` (0: none). `options` go to the
+  task's config (e.g. basic_arithmetic's max_terms, max_digits). The pool's reward is
+  `answer_tag_reward` with this dataset's scorer (and `lenient`).
+  """
+  _check_size("reasoning_gym_pool", size)
+  dataset, entries = _reasoning_gym_parts(name, size, seed, options)
+  return Pool(
+    prompts=tuple(e["question"] + ANSWER_INSTRUCTION for e in entries),
+    answers=entries,
+    levels=np.full(int(size), level, np.int32),
+    reward=_EntryReward({name: dataset}, lenient),
+  )
+
+
+def mixed_reasoning_gym_pool(
+  tasks: Mapping[str, Mapping[str, Any]], size: int, seed: int, *, lenient: bool = False
+) -> Pool:
+  """`size` problems split as evenly as possible over reasoning-gym tasks, shuffled by `seed`.
+
+  tasks: {name: options} in order; the level of a problem is the 1-based position of its task
+  (so the loop's per-level metrics are per task; list them from easy to hard). Every task is
+  generated with `seed`. A task given `size // len(tasks)` or one more problems.
+  """
+  _check_size("mixed_reasoning_gym_pool", size)
+  if not tasks:
+    raise ValueError("mixed_reasoning_gym_pool: tasks is empty")
+  names = list(tasks)
+  counts = [size // len(names) + (k < size % len(names)) for k in range(len(names))]
+  if min(counts) < 1:
+    raise ValueError(f"mixed_reasoning_gym_pool: size={size} < {len(names)} tasks")
+  prompts, answers, levels, datasets = [], [], [], {}
+  for k, (name, count) in enumerate(zip(names, counts, strict=True)):
+    datasets[name], entries = _reasoning_gym_parts(name, count, seed, tasks[name])
+    prompts += [e["question"] + ANSWER_INSTRUCTION for e in entries]
+    answers += entries
+    levels += [k + 1] * count
+  order = np.random.default_rng(seed).permutation(size)
+  return Pool(
+    prompts=tuple(prompts[i] for i in order),
+    answers=tuple(answers[i] for i in order),
+    levels=np.asarray(levels, np.int32)[order],
+    reward=_EntryReward(datasets, lenient),
+  )
+
+
+def _number_text(value: float) -> str:
+  return str(int(value)) if float(value).is_integer() else repr(float(value))
+
+
+def gsm8k_pool(path: str, size: int, seed: int, *, lenient: bool = False) -> Pool:
+  """`size` GSM8K problems drawn without replacement (by `seed`) from a JSON-lines file.
+
+  Rows are read by `uq.labels.load_gsm8k`; prompts are questions + `ANSWER_INSTRUCTION`,
+  answers the gold numbers as strings ("18"), levels 0, reward `gsm8k_reward` (and `lenient`).
+  """
+  _check_size("gsm8k_pool", size)
+  items = labels.load_gsm8k(path)
+  if size > len(items):
+    raise ValueError(f"gsm8k_pool: size={size} but {path} holds {len(items)} problems")
+  picked = np.random.default_rng(seed).permutation(len(items))[:size]
+  return Pool(
+    prompts=tuple(items[i].question + ANSWER_INSTRUCTION for i in picked),
+    answers=tuple(_number_text(items[i].gold) for i in picked),
+    levels=np.zeros(size, np.int32),
+    reward=functools.partial(gsm8k_reward, lenient=True) if lenient else gsm8k_reward,
+  )
+
+
+class ChatTokenizer:
+  """A `lib.models.tokenizer.Tokenizer` with the interface the rollout sampler expects.
+
+  `encode(prompt)` sends the prompt as one user message through the model's chat template
+  (plain text when it has none), as `lib.llm.local.LocalBackend.prompt_ids` does, ending with
+  the assistant header; `decode(ids)` stops at the first EOS and drops special tokens.
+
+    tok = ChatTokenizer(gguf_loader.load_smollm2()[1])
+    ids = tok.encode("What is 2 + 3?")   # <|im_start|>system ... <|im_start|>assistant\n
+  """
+
+  def __init__(self, tokenizer, *, system: str | None = None):
+    if not tokenizer.eos_ids:
+      raise ValueError("ChatTokenizer: the tokenizer has no EOS id, so generation never stops")
+    self.tokenizer = tokenizer
+    self.system = system  # None: the template's default system message
+    self.eos_ids = tuple(int(i) for i in tokenizer.eos_ids)
+    self.eos_id = self.eos_ids[0]
+    self.pad_id = int(tokenizer.pad_id)
+    self.bos_id = tokenizer.bos_id
+
+  @property
+  def vocab_size(self) -> int:
+    return self.tokenizer.vocab_size
+
+  def encode(self, prompt: str) -> list[int]:
+    """Prompt ids, ready for generation (chat header of the assistant's turn included)."""
+    if self.tokenizer.chat_template is None:
+      return self.tokenizer.encode(prompt)
+    messages = [{"role": "user", "content": prompt}]
+    if self.system is not None:
+      messages.insert(0, {"role": "system", "content": self.system})
+    return self.tokenizer.encode_chat(messages)
+
+  def decode(self, ids: Sequence[int]) -> str:
+    """Text of ids up to the first EOS (excluded); other special tokens are dropped."""
+    ids = [int(i) for i in ids]
+    stops = [k for k, i in enumerate(ids) if i in self.eos_ids]
+    return self.tokenizer.decode(ids[: stops[0]] if stops else ids)
+
+  def decode_batch(self, ids: np.ndarray) -> list[str]:
+    """`decode` of every row of ids [B, T] int."""
+    ids = np.asarray(ids)
+    if ids.ndim != 2:
+      raise ValueError(f"ChatTokenizer.decode_batch: ids must be [B, T], got shape {ids.shape}")
+    return [self.decode(row) for row in ids.tolist()]
 
 
 # ------------------------------------------------------------------------------------------------

@@ -24,3 +24,8 @@ def test_reproduce_smoke_writes_report(tmp_path):
   assert "## Uncertainty" in text and "| inv_entropy |" in text and "| degmat[emb] |" in text
   assert re.search(r"basic_arithmetic: \d+/8 right", text)
   assert (tmp_path / "uq" / "scores_reasoning_gym_basic_arithmetic.csv").exists()
+  # The RL reproduction: three methods trained from one warm start, compared in one table.
+  assert "## RL: GRPO vs DAPO dynamic sampling vs GRESO" in text
+  for method in ("grpo", "ds", "greso"):
+    assert f"| {method} |" in text
+    assert (tmp_path / "rl" / f"{method}_seed0" / "metrics.jsonl").exists()
