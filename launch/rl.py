@@ -334,6 +334,7 @@ def loss_config(config) -> train_step.LossConfig:
     dual_clip=config.dual_clip,
     aggregation=config.aggregation,
     temperature=config.temperature,
+    micro_batches=config.get("micro_batches", 1),
   )
 
 

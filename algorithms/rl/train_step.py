@@ -49,6 +49,7 @@ class LossConfig:
   aggregation: str = "token-mean"
   temperature: float = 1.0  # rollout temperature: log-probs use logits / temperature
   entropy_coef: float = 0.0
+  micro_batches: int = 1  # gradient accumulation over this many row chunks (exact)
 
   def __post_init__(self):
     if self.advantage not in ADVANTAGES:
@@ -57,6 +58,8 @@ class LossConfig:
       raise ValueError(f"aggregation={self.aggregation!r}; known: {list(losses.AGGREGATIONS)}")
     if self.temperature <= 0:
       raise ValueError(f"temperature={self.temperature}: must be > 0 for training")
+    if self.micro_batches < 1:
+      raise ValueError(f"micro_batches={self.micro_batches}: must be >= 1")
 
 
 @flax.struct.dataclass
@@ -76,18 +79,37 @@ def init_state(params: nnx.State, tx) -> TrainState:
   return TrainState(step=jnp.zeros((), jnp.int32), params=params, opt_state=tx.init(params))
 
 
+def _micro_batches(x: jax.Array, count: int) -> jax.Array:
+  """[R, ...] -> [count, R / count, ...], micro-batch j = rows j, j + count, ... (strided, so
+  each micro-batch spreads over the devices that hold a row-sharded batch)."""
+  rows = x.shape[0]
+  return jnp.swapaxes(x.reshape(rows // count, count, *x.shape[1:]), 0, 1)
+
+
+# token means of a micro-batch are combined weighted by its tokens; these add up as they are
+_SUMMED = ("loss/pg", "loss/entropy", "loss/kl")
+
+
 def _train_step(graphdef, tx, config: LossConfig, state: TrainState, batch: RolloutBatch):
   num_groups, group_size = batch.rewards.shape
+  rows = num_groups * group_size
+  if rows % config.micro_batches:
+    raise ValueError(
+      f"{rows} rows ({num_groups} groups x {group_size}) do not split into "
+      f"micro_batches={config.micro_batches}"
+    )
   adv = ADVANTAGES.get(config.advantage)(batch.rewards, batch.group_mask)  # [B, G]
-  adv = adv.reshape(num_groups * group_size, 1).astype(jnp.float32)
-  real_rows = jnp.repeat(batch.group_mask, group_size, total_repeat_length=adv.shape[0])
+  adv = adv.reshape(rows, 1).astype(jnp.float32)
+  real_rows = jnp.repeat(batch.group_mask, group_size, total_repeat_length=rows)
   mask = batch.response_mask & real_rows[:, None]
+  # the whole batch's denominator, so micro-batch losses and gradients add up exactly
+  _, denominator = losses.aggregate(jnp.zeros(mask.shape, jnp.float32), mask, config.aggregation)
 
-  def loss_fn(params):
+  def loss_fn(params, tokens, pad_lengths, adv, mask):
     model = nnx.merge(graphdef, params)
-    logits = llama.full_forward(model, batch.tokens, batch.pad_lengths)[:, :-1]
+    logits = llama.full_forward(model, tokens, pad_lengths)[:, :-1]
     logits = logits.astype(jnp.float32) / config.temperature
-    logp = losses.token_logprobs(logits, batch.tokens[:, 1:])
+    logp = losses.token_logprobs(logits, tokens[:, 1:])
     entropy = losses.entropy_from_logits(logits)
     if not config.entropy_coef:
       entropy = jax.lax.stop_gradient(entropy)  # logged only
@@ -102,9 +124,29 @@ def _train_step(graphdef, tx, config: LossConfig, state: TrainState, batch: Roll
       agg=config.aggregation,
       entropy=entropy,
       entropy_coef=config.entropy_coef,
+      denominator=denominator,
     )
 
-  (loss, metrics), grads = jax.value_and_grad(loss_fn, has_aux=True)(state.params)
+  grad_fn = jax.value_and_grad(loss_fn, has_aux=True)
+  parts = (batch.tokens, batch.pad_lengths, adv, mask)
+  if config.micro_batches == 1:
+    (loss, metrics), grads = grad_fn(state.params, *parts)
+  else:  # gradient accumulation: one micro-batch's logits in memory at a time
+    split = [_micro_batches(x, config.micro_batches) for x in parts]
+    tokens_per = jnp.sum(split[3], axis=(1, 2)).astype(jnp.float32)
+
+    def accumulate(total, xs):
+      (loss, metrics), grads = grad_fn(state.params, *xs)
+      return jax.tree.map(jnp.add, total, grads), (loss, metrics)
+
+    zeros = jax.tree.map(jnp.zeros_like, state.params)
+    grads, (losses_mb, metrics_mb) = jax.lax.scan(accumulate, zeros, split)
+    loss = jnp.sum(losses_mb)
+    weights = tokens_per / jnp.maximum(jnp.sum(tokens_per), 1.0)
+    metrics = {
+      k: jnp.sum(v) if k in _SUMMED else jnp.max(v) if k == "loss/ratio_max" else weights @ v
+      for k, v in metrics_mb.items()
+    }
   updates, opt_state = tx.update(grads, state.opt_state, state.params)
   params = optax.apply_updates(state.params, updates)
   empty = ~jnp.any(batch.group_mask)

@@ -61,6 +61,9 @@ def get_config(arg: str = ""):
   c.group_size, c.max_new_tokens, c.temperature, c.chunk_prompts = 8, 256, 1.0, 32
   # batch filling (FillConfig; GresoConfig: GPU column of spec 3.5)
   c.train_groups, c.gen_groups, c.max_rounds = 64, 96, 16
+  # 512 rows x ~320 positions x 49,152 logits is ~32 GB in float32 for one forward; 8 micro-batches
+  # of 64 rows keep one at a time (the gradient is exact, accumulated over them)
+  c.micro_batches = 8
   c.greso = ml_collections.ConfigDict(
     {"chunk": 16, "default_rollout": 96, "min_rollout": 16, "beta": 1.25}
   )

@@ -121,3 +121,22 @@ def test_zero_variance_groups_give_no_gradient():
   batch = _batch(0).replace(rewards=jnp.ones((GROUPS, G), jnp.float32))  # every group all-correct
   _, metrics = train_step.make_train_step(graphdef, tx, train_step.LossConfig())(state, batch)
   assert float(metrics["opt/grad_norm"]) == 0.0
+
+
+@pytest.mark.parametrize("aggregation", ["token-mean", "seq-mean-token-mean"])
+def test_micro_batches_give_the_same_step(aggregation):
+  graphdef, params = _policy()
+  tx = optax.sgd(0.1)
+  batch = _batch(3, real_groups=6)
+  out = {}
+  for micro in (1, 4):
+    config = train_step.LossConfig(aggregation=aggregation, micro_batches=micro)
+    state = train_step.init_state(jax.tree.map(jnp.copy, params), tx)
+    new, metrics = train_step.make_train_step(graphdef, tx, config)(state, batch)
+    out[micro] = (jax.device_get(new.params), jax.device_get(metrics))
+  chex.assert_trees_all_close(out[4][0], out[1][0], atol=1e-6, rtol=1e-5)
+  for k, v in out[1][1].items():
+    np.testing.assert_allclose(out[4][1][k], v, rtol=1e-5, atol=1e-6, err_msg=k)
+  with pytest.raises(ValueError, match="do not split"):
+    config = train_step.LossConfig(micro_batches=3)
+    train_step.make_train_step(graphdef, tx, config)(train_step.init_state(params, tx), batch)
