@@ -70,7 +70,14 @@ def validate(config) -> None:
     )
   if config.steps < 1 or config.eval_every < 1 or config.checkpoint_every < 1:
     raise ValueError("config.steps, eval_every and checkpoint_every must be >= 1")
+  rows, micro = config.train_groups * config.group_size, config.get("micro_batches", 1)
+  if micro < 1 or rows % micro:
+    raise ValueError(
+      f"config.micro_batches={micro} must divide the batch's {rows} rows "
+      f"(train_groups {config.train_groups} x group_size {config.group_size})"
+    )
   kind = dataset_kind(config.dataset)
+  _validate_model(config, kind)  # before any file is looked for: the cheap checks first
   if kind == "file" and not os.path.exists(config.dataset):
     raise FileNotFoundError(
       f"config.dataset={config.dataset!r}: no such file; use 'arithmetic', 'gsm8k', "
@@ -82,7 +89,6 @@ def validate(config) -> None:
     _validate_reasoning_gym(config)
   if kind != "file" and config.pool_size < config.train_groups:
     raise ValueError(f"config.pool_size={config.pool_size} < train_groups={config.train_groups}")
-  _validate_model(config, kind)
 
 
 GSM8K_FILE = "gsm8k_test.jsonl"

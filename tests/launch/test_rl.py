@@ -61,6 +61,7 @@ def test_killed_run_resumes_with_the_same_metrics(tmp_path):
     ({"mesh": "dp", "train_groups": 6}, "not divisible by the 8 devices"),
     ({"mesh": "tpu"}, "mesh='tpu'"),
     ({"steps": 0}, "must be >= 1"),
+    ({"micro_batches": 3}, "must divide the batch's 64 rows"),
   ],
 )
 def test_bad_configs_fail_at_start(overrides, match, tmp_path):

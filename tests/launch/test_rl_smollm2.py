@@ -52,8 +52,17 @@ def test_missing_smollm2_package_says_how_to_install(monkeypatch, tmp_path):
     rl.train(smoke(), str(tmp_path))
 
 
+def _has_gsm8k() -> bool:
+  try:
+    rl.data_file(smoke(dataset="gsm8k"), rl.GSM8K_FILE)
+  except FileNotFoundError:
+    return False
+  return True
+
+
 @needs_smollm2
-def test_make_data_text_pools(monkeypatch, tmp_path):
+@pytest.mark.skipif(not _has_gsm8k(), reason="../shared/data/gsm8k_test.jsonl absent")
+def test_make_data_gsm8k_pool(monkeypatch, tmp_path):
   monkeypatch.chdir(tmp_path)  # the default data_dir is found from the repo root as well
   tok, pool, eval_pool = rl.make_data(smoke(dataset="gsm8k", pool_size=12, eval_size=5))
   assert isinstance(tok, tasks.ChatTokenizer) and tok.vocab_size == 49152
@@ -61,6 +70,10 @@ def test_make_data_text_pools(monkeypatch, tmp_path):
   assert not set(pool.prompts) & set(eval_pool.prompts)
   assert pool.reward(f"<answer>{pool.answers[0]}</answer>", pool.answers[0]) == 1.0
   assert eval_pool.reward(f"So {eval_pool.answers[0]}", eval_pool.answers[0]) == 1.0  # lenient
+
+
+@needs_smollm2
+def test_make_data_reasoning_gym_pools():
   _, pool, eval_pool = rl.make_data(smoke())  # basic_arithmetic (level 1) + chain_sum (level 2)
   assert (pool.size, eval_pool.size) == (16, 4)
   np.testing.assert_array_equal(np.bincount(pool.levels), [0, 8, 8])

@@ -85,6 +85,7 @@ def get_config(arg: str = ""):
     c.pool_size, c.eval_size = 16, 4
     c.group_size, c.max_new_tokens, c.chunk_prompts = 2, 16, 2
     c.train_groups, c.gen_groups, c.max_rounds = 2, 4, 2
+    c.micro_batches = 1
     c.greso.chunk, c.greso.default_rollout, c.greso.min_rollout = 2, 4, 2
     c.steps, c.eval_every, c.checkpoint_every = 2, 2, 2
   elif arg:
