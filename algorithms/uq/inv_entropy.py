@@ -285,6 +285,19 @@ def _sorted(v: jax.Array) -> jax.Array:
   return jnp.min(jnp.where(at_most[:, None] > rank[None, :], v[:, None], jnp.inf), axis=0)
 
 
+def _measures(p, q, px, py) -> Measures:
+  """The scalar measures of one draw from its paired diagonals and marginals (spec 1.2)."""
+  return Measures(
+    inv_entropy=_entropy_terms(p),
+    ni_entropy=_entropy_terms(q),
+    wd_px_py=_wasserstein_1d(px, py),
+    max_py_x=jnp.max(q),
+    max_py=jnp.max(py),
+    tv_px_py=0.5 * jnp.sum(jnp.abs(px - py)),
+    inv_entropy_norm=_entropy_terms(p / jnp.sum(p)),
+  )
+
+
 def _wasserstein_1d(a: jax.Array, b: jax.Array) -> jax.Array:
   """W1 between the empirical distributions of two equal-length vectors of values."""
   return jnp.mean(jnp.abs(_sorted(a) - _sorted(b)))
@@ -323,8 +336,6 @@ def _dual_walk(p_x: jax.Array, p_y: jax.Array, px_formula: str) -> DualWalk:
   py_given_x = px_given_y * py[:, None] / px[None, :]
   p = jnp.diagonal(px_given_y)
   q = jnp.diagonal(py_given_x)
-
-  inv_entropy = _entropy_terms(p)
   return DualWalk(
     p=p,
     q=q,
@@ -332,13 +343,7 @@ def _dual_walk(p_x: jax.Array, p_y: jax.Array, px_formula: str) -> DualWalk:
     py=py,
     px_given_y=px_given_y,
     py_given_x=py_given_x,
-    inv_entropy=inv_entropy,
-    ni_entropy=_entropy_terms(q),
-    wd_px_py=_wasserstein_1d(px, py),
-    max_py_x=jnp.max(q),
-    max_py=jnp.max(py),
-    tv_px_py=0.5 * jnp.sum(jnp.abs(px - py)),
-    inv_entropy_norm=_entropy_terms(p / jnp.sum(p)),
+    **_measures(p, q, px, py)._asdict(),
   )
 
 
@@ -364,15 +369,7 @@ def _walk_measures(p_x: jax.Array, p_y: jax.Array, px_formula: str) -> Measures:
   after_y = jnp.matmul(py, p_y, precision=_HIGHEST) if px_formula == "bayes" else py
   px = jnp.matmul(after_y, p_x, precision=_HIGHEST)
   q = p * py / px
-  return Measures(
-    inv_entropy=_entropy_terms(p),
-    ni_entropy=_entropy_terms(q),
-    wd_px_py=_wasserstein_1d(px, py),
-    max_py_x=jnp.max(q),
-    max_py=jnp.max(py),
-    tv_px_py=0.5 * jnp.sum(jnp.abs(px - py)),
-    inv_entropy_norm=_entropy_terms(p / jnp.sum(p)),
-  )
+  return _measures(p, q, px, py)
 
 
 def _walk_for_draw(sim_x, sim_y_full, chosen, r, px_formula) -> Measures:
