@@ -33,7 +33,7 @@ from flax import nnx
 from jaxsys.algorithms.rl import batch_filler, greso, rollout, sft, tasks, train_step
 from jaxsys.lib import checkpoint, sharding
 from jaxsys.lib.models import llama
-from jaxsys.lib.writer import MetricWriter, Progress
+from jaxsys.lib.writer import MetricWriter, Progress, read_metrics
 
 
 @flax.struct.dataclass
@@ -500,20 +500,15 @@ def run(config, workdir: str) -> dict:
       name = f"{method}_seed{seed}"
       logging.info("training %s", name)
       sub = with_overrides(config, method=method, seed=seed)
-      train(sub, os.path.join(workdir, name), sft_dir=sft_dir)
-      runs[name] = {"method": method, "seed": seed, "rows": _read_rows(os.path.join(workdir, name))}
+      run_dir = os.path.join(workdir, name)
+      train(sub, run_dir, sft_dir=sft_dir)
+      runs[name] = {"method": method, "seed": seed, "rows": read_metrics(run_dir)}
   summary = summarise(runs, config)
   summary["warm_start"] = {k: v for k, v in gate.items() if not isinstance(v, np.ndarray)}
   summary["wall_s"] = time.perf_counter() - start
   summary["figures"] = plots(runs, summary, workdir)
   MetricWriter(workdir).write_json("results.json", summary)
   return summary
-
-
-def _read_rows(workdir):
-  from jaxsys.lib.writer import read_metrics
-
-  return read_metrics(workdir)
 
 
 def _evals(rows):

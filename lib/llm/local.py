@@ -12,10 +12,12 @@ shapes only (lib/models/llama.generate).
 
 from __future__ import annotations
 
+import time
 from collections.abc import Sequence
 
 import jax
 import numpy as np
+from absl import logging
 from flax import nnx
 
 from jaxsys.lib.llm.backend import Sample, check_sample_args
@@ -62,6 +64,7 @@ class LocalBackend:
     ids = [self.prompt_ids(p) for p in prompts]
     per_batch = max(1, self.batch_rows // n)
     out: list[list[Sample]] = []
+    started = last_log = time.perf_counter()
     for start in range(0, len(ids), per_batch):
       batch = ids[start : start + per_batch]
       # A short last batch is filled with copies of its first prompt (outputs dropped): every
@@ -82,6 +85,10 @@ class LocalBackend:
       for b in range(min(per_batch, len(ids) - start)):
         out.append([self._sample(tokens[b * n + i], mask[b * n + i], logprobs[b * n + i])
                     for i in range(n)])  # fmt: skip
+      now = time.perf_counter()
+      if now - last_log > 30.0:  # long sampling jobs say where they are
+        last_log = now
+        logging.info("sampled %d/%d prompts (n=%d) in %.0f s", len(out), len(ids), n, now - started)
     return out
 
   def next_token_logprobs(self, prompts: Sequence[str], choices: Sequence[str]) -> np.ndarray:
