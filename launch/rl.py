@@ -571,7 +571,52 @@ def summarise(runs: dict, config) -> dict:
       for k in ("final_acc", "rollouts_to_target", "wall_s_to_target", "steps_to_target")
       for v in [np.asarray([t[k] for t in rows], np.float64)]
     }
-  return {"target_acc": target, "runs": table, "methods": methods}
+  return {
+    "target_acc": target,
+    "runs": table,
+    "methods": methods,
+    "target_sweep": target_sweep(runs, config.methods),
+  }
+
+
+def _smoothed(evals: np.ndarray, window: int = 3) -> np.ndarray:
+  """evals with accuracy replaced by its trailing mean over `window` evaluations."""
+  acc = evals[:, 3]
+  cum = np.concatenate([[0.0], np.cumsum(acc)])
+  lo = np.maximum(np.arange(1, len(acc) + 1) - window, 0)
+  out = evals.copy()
+  out[:, 3] = (cum[1:] - cum[lo]) / (np.arange(1, len(acc) + 1) - lo)
+  return out
+
+
+def target_sweep(runs: dict, methods, fractions=(0.5, 0.75, 0.9), window: int = 3) -> list:
+  """Rollouts each method needs to reach several targets, on noise-damped accuracy curves.
+
+  The headline T* takes one noisy maximum; this check asks the same question at several
+  heights. Curves are trailing means over `window` evaluations; target f is the warm start plus
+  f of the seed-averaged smoothed DS gain. Per method: mean rollouts over the seeds that got
+  there, and how many did.
+  """
+  smooth = {name: _smoothed(_evals(r["rows"]), window) for name, r in runs.items()}
+  ds = [smooth[n] for n, r in runs.items() if r["method"] == "ds"] or list(smooth.values())
+  length = min(len(e) for e in ds)
+  curve = np.mean([e[:length, 3] for e in ds], axis=0)
+  out = []
+  for f in fractions:
+    target = float(curve[0] + f * (np.max(curve) - curve[0]))
+    row = {"fraction": f, "target_acc": target}
+    for method in methods:
+      hits = [
+        _first_reaching(smooth[n], target)[0] for n, r in runs.items() if r["method"] == method
+      ]
+      hits = np.asarray(hits, np.float64)
+      row[method] = {
+        "rollouts": float(np.nanmean(hits)) if np.any(~np.isnan(hits)) else float("nan"),
+        "reached": int(np.sum(~np.isnan(hits))),
+        "of": len(hits),
+      }
+    out.append(row)
+  return out
 
 
 _COLORS = {"grpo": "tab:gray", "ds": "tab:blue", "greso": "tab:red"}
@@ -702,6 +747,28 @@ def report_markdown(summary: dict, config) -> str:
       f"| {name} | {r['final_acc']:.3f} | {r['rollouts_total']:.0f} | "
       f"{r['effective_ratio']:.2f} | {r['skip_rate']:.2f} |"
     )
+  sweep = summary.get("target_sweep", [])
+  if sweep:
+    lines += [
+      "",
+      "Rollouts to several targets on noise-damped curves (trailing mean of 3 evaluations; "
+      "target = warm start + f x the smoothed seed-averaged DS gain; mean over the seeds that "
+      "reached it):",
+      "",
+      "| f | target | " + " | ".join(config.methods) + " | DS / GRESO |",
+      "|---|---|" + "---|" * len(config.methods) + "---|",
+    ]
+    for row in sweep:
+      cells = [
+        f"{row[m]['rollouts']:.0f} ({row[m]['reached']}/{row[m]['of']})" for m in config.methods
+      ]
+      ratio = (
+        row["ds"]["rollouts"] / row["greso"]["rollouts"] if {"ds", "greso"} <= set(row) else np.nan
+      )
+      lines.append(
+        f"| {row['fraction']:.2f} | {row['target_acc']:.3f} | " + " | ".join(cells) + f" | "
+        f"{ratio:.2f}x |"
+      )
   for name, r in summary["runs"].items():
     if r["skipped_by_level"]:
       levels = ", ".join(f"level {k}: {v}" for k, v in r["skipped_by_level"].items())
