@@ -3,23 +3,32 @@ r"""Runs one simulation experiment from a config file.
   python -m jaxsys.launch.simulate \
       --config=launch/configs/serving/tempo_load_sweep.py:smoke --workdir=/tmp/tempo
 
-Writes config.json, metrics.jsonl, results.json and PNG figures into --workdir.
+Writes config.json, metrics.jsonl, results.json, PNG figures and report.md into --workdir.
+Experiments: tempo_load_sweep, disco_budget, echolm_routing (launch/configs/serving/).
 """
 
 from __future__ import annotations
+
+import os
 
 import jax
 from absl import app, flags, logging
 from ml_collections import config_flags
 
-from jaxsys.launch import serving
+from jaxsys.launch import disco, echolm, serving
 from jaxsys.lib import xla_flags
+from jaxsys.lib.writer import atomic_write
 
 _CONFIG = config_flags.DEFINE_config_file("config", None, "Experiment config file.")
 _WORKDIR = flags.DEFINE_string("workdir", None, "Where results are written.")
 flags.mark_flags_as_required(["config", "workdir"])
 
-EXPERIMENTS = {"tempo_load_sweep": serving.run}
+# config.experiment -> (run(config, workdir) -> summary, report_markdown(summary, config))
+EXPERIMENTS = {
+  "tempo_load_sweep": (serving.run, serving.report_markdown),
+  "disco_budget": (disco.run, disco.report_markdown),
+  "echolm_routing": (echolm.run, echolm.report_markdown),
+}
 
 
 def main(argv):
@@ -30,7 +39,9 @@ def main(argv):
   logging.info("devices: %s", jax.devices())
   if config.experiment not in EXPERIMENTS:
     raise ValueError(f"config.experiment={config.experiment!r}; known: {sorted(EXPERIMENTS)}")
-  summary = EXPERIMENTS[config.experiment](config, _WORKDIR.value)
+  run, to_markdown = EXPERIMENTS[config.experiment]
+  summary = run(config, _WORKDIR.value)
+  atomic_write(os.path.join(_WORKDIR.value, "report.md"), to_markdown(summary, config))
   logging.info("done in %.1f s; results in %s", summary.get("wall_s", 0.0), _WORKDIR.value)
 
 

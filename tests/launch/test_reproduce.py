@@ -29,3 +29,8 @@ def test_reproduce_smoke_writes_report(tmp_path):
   for method in ("grpo", "ds", "greso"):
     assert f"| {method} |" in text
     assert (tmp_path / "rl" / f"{method}_seed0" / "metrics.jsonl").exists()
+  # The DiSCo reproduction: every dispatch policy across the budget, both regimes.
+  assert "## DiSCo: device-server cooperative serving across the budget" in text
+  assert (tmp_path / "disco" / "results.json").exists()
+  # The EchoLM reproduction (smoke: simulated part only): every router and cache across load.
+  assert "## EchoLM: in-context caching and routing" in text and "| large_only |" in text
