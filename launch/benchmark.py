@@ -13,7 +13,10 @@ roofline, Sarathi chunk 512:
     K sequential jitted runs; then the same sweep with its config axis split over all devices.
     The host is split into one XLA CPU device per core (`--host_devices`), so the sharded
     figure uses every core while the reference and the one-device figures use about one;
-(3) jitted time per request as the trace grows.
+(3) jitted time per request as the trace grows;
+(4) each newer serving policy's main-knob sweep as one jitted vmap against the plain-Python
+    reference on the same configurations (`policy_sweeps`): DiSCo over the budget (migration
+    on), EchoLM's in-context cache over its size.
 The process's XLA flags are recorded (`--tune_cpu`, on by default, adds lib/xla_flags.CPU_FLAGS).
 Results: a JSON file (and a short table on stdout).
 """
@@ -186,6 +189,73 @@ def sweep_vs_sequential(env, policy, coef, wl, k):
   return out
 
 
+def _timed_pair(jitted, reference):
+  """Outputs and wall seconds of a jitted call (timed after a compiling call) and its twin."""
+  _, first = stopwatch.timed(jitted)
+  out, jit_s = stopwatch.timed(jitted)
+  ref, ref_s = stopwatch.timed(reference)
+  return (
+    out,
+    ref,
+    {
+      "jit_s": jit_s,
+      "compile_s": first - jit_s,
+      "reference_s": ref_s,
+      "speedup_vs_reference": ref_s / jit_s,
+    },
+  )
+
+
+def policy_sweeps(quick: bool):
+  """DiSCo's budget sweep and EchoLM's cache-size sweep: one jitted vmap vs the reference."""
+  from jaxsys.launch import disco as disco_run
+  from jaxsys.launch import echolm
+  from jaxsys.launch.configs.serving import disco_budget
+  from jaxsys.scheduling import disco
+
+  config = disco_budget.get_config("smoke" if quick else "quick")
+  rng = np.random.default_rng(0)
+  # NQ/GSM8K-like chat prompts (median 60 tokens) without loading the tokenizer
+  lengths = workloads.lognormal_lengths(rng, 4000, 60, 0.5, 512)
+  p = disco_run.env_params(config).replace(migrate=True)
+  wl, calib = disco_run.workloads(config, lengths)
+  name, params = disco_run.calibrate(p, calib, config.budgets, "device")
+  out, ref, timing_ = _timed_pair(
+    lambda: disco.sweep(p, wl, disco.POLICIES[name], params),
+    lambda: disco_run.reference_sweep(p, wl, name, params),
+  )
+  diff = max(float(np.max(np.abs(np.asarray(out.ttft)[i] - r["ttft"]))) for i, r in enumerate(ref))
+  result = {
+    "disco_budget": {
+      "configs": len(config.budgets),
+      "requests": wl.n,
+      **timing_,
+      "max_ttft_diff_vs_reference_s": diff,
+    }
+  }
+  sizes = (16, 64, 256) if quick else (64, 256, 1024, 4096)
+  n = 400 if quick else 4000
+  cc_config, stacked, plist, stream, cache0 = echolm.bench_setup(
+    n_requests=n, capacity=max(sizes), dim=64, sizes=sizes
+  )
+  (caches, outs), refs, timing_ = _timed_pair(
+    lambda: echolm.cache_sweep_jitted(cc_config, stacked, stream, cache0),
+    lambda: echolm.cache_sweep_reference(cc_config, plist, stream),
+  )
+  same = all(
+    np.array_equal(np.asarray(outs.chosen)[i], [r["chosen"] for r in rows])
+    for i, (_, rows) in enumerate(refs)
+  )
+  result["echolm_cache_size"] = {
+    "configs": len(sizes),
+    "requests": n,
+    "cache_sizes": list(sizes),
+    **timing_,
+    "chosen_examples_equal_reference": bool(same),
+  }
+  return result
+
+
 def _machine():
   return {
     "platform": platform.platform(),
@@ -227,6 +297,7 @@ def serving(quick: bool, azure_path: str):
   small = chat_like(500 if quick else 2_000, CHAT_RATE, 2)
   sweep_env = ls.make(ls.EnvConfig(n_slots=SWEEP_SLOTS, macro_steps=MACRO_STEPS))
   result["sweep"] = [sweep_vs_sequential(sweep_env, policy, coef, small, k) for k in (8, 64)]
+  result["policy_sweeps"] = policy_sweeps(quick)
   return result
 
 
@@ -256,6 +327,12 @@ def serving_summary(result):
       )
   ratio = result["scaling"]["max_over_min_us_per_request"]
   lines.append(f"time per request across sizes: max/min {ratio:.2f}")
+  for name, sw in result.get("policy_sweeps", {}).items():
+    lines.append(
+      f"{name} sweep ({sw['configs']} configs x {sw['requests']} requests): jitted "
+      f"{sw['jit_s']:.2f} s (+{sw['compile_s']:.1f} s compile), reference "
+      f"{sw['reference_s']:.2f} s, {sw['speedup_vs_reference']:.1f}x"
+    )
   return lines
 
 

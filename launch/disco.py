@@ -127,9 +127,14 @@ def budget_sweep(p, wl, calib, budgets, regime, tail_share=0.5):
 def reference_budget_sweep(p, wl, calib, budgets, regime, tail_share=0.5):
   """The same configurations through the plain-Python reference: a list of K result dicts."""
   name, params = calibrate(p, calib, budgets, regime, tail_share)
+  return reference_sweep(p, wl, name, params)
+
+
+def reference_sweep(p, wl, name, stacked):
+  """Every lane of a stacked policy-parameter sweep through the reference: K result dicts."""
   rows = []
-  for i in range(len(budgets)):
-    lane = jax.tree.map(lambda x, i=i: x[i], params)
+  for i in range(jax.tree.leaves(stacked)[0].shape[0]):
+    lane = jax.tree.map(lambda x, i=i: x[i], stacked)
     s_srv, s_dev = disco.starts(name, lane, wl)
     rows.append(edge_cloud_reference.simulate(p, wl, np.asarray(s_srv), np.asarray(s_dev)))
   return rows
