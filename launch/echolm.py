@@ -22,7 +22,7 @@ from absl import logging
 
 from jaxsys.lib import plots, sim
 from jaxsys.lib.writer import MetricWriter
-from jaxsys.scheduling import baselines, common
+from jaxsys.scheduling import baselines
 from jaxsys.scheduling import echolm as el
 from jaxsys.systems import context_cache as cc
 from jaxsys.systems import context_cache_reference as ccr
@@ -273,32 +273,6 @@ def _tier_workloads(stream, out, scale, n_pad):
   return res
 
 
-def sarathi_eager() -> common.Policy:
-  """Sarathi, also granting to rows still EMPTY when it acts (lowest priority).
-
-  Workaround: the engine admits arrivals inside `step`, after the policy has acted on the
-  previous table, and an iteration without grants jumps the clock to the next arrival; so a
-  request arriving at an idle engine waits for the following arrival (measured: arrivals at
-  0.5, 1.0 s finish together at 1.39 s). Asking for tokens on empty rows lets the projection
-  grant the newly admitted request in the iteration that admits it, as a real engine would.
-  """
-  base = baselines.sarathi()
-
-  def act(key, pstate, obs, params):
-    action, pstate = base.act(key, pstate, obs, params)
-    empty = obs.slots.status == ls.EMPTY
-    return action._replace(
-      grant=jnp.where(empty, 1 << 20, action.grant).astype(jnp.int32),
-      priority=jnp.where(empty, jnp.float32(-3e38), action.priority),
-      fixed_order=jnp.asarray(False),
-    ), pstate
-
-  return common.Policy(base.init, base.plan, act, base.plan_every)
-
-
-_EAGER = sarathi_eager()
-
-
 def simulate(config, stream, routed, coefs, blocks):
   """Runs every routed lane's two tiers through the unchanged engine (one vmapped sweep).
 
@@ -321,7 +295,9 @@ def simulate(config, stream, routed, coefs, blocks):
       )
   env = ls.make(ls.EnvConfig(n_slots=config.n_slots, admit_max=64, macro_steps=config.macro_steps))
   keys = jax.random.split(jax.random.key(config.seed), len(wls))
-  state, _ = sim.sweep(env, _EAGER, sim.stack(params), (), keys, sim.stack(wls), workload_axis=0)
+  state, _ = sim.sweep(
+    env, baselines.sarathi(), sim.stack(params), (), keys, sim.stack(wls), workload_axis=0
+  )
   finish = np.asarray(state.outputs.finish_t)
   ttft_all = np.asarray(state.outputs.ttft)
   res = []

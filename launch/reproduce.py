@@ -15,9 +15,14 @@ import time
 import jax
 from absl import app, flags, logging
 
-from jaxsys.launch import disco, echolm, rl, serving, uncertainty
+from jaxsys.launch import disco, echolm, hygen, rl, serving, uncertainty
 from jaxsys.launch.configs.rl import greso
-from jaxsys.launch.configs.serving import disco_budget, echolm_routing, tempo_load_sweep
+from jaxsys.launch.configs.serving import (
+  disco_budget,
+  echolm_routing,
+  hygen_colocation,
+  tempo_load_sweep,
+)
 from jaxsys.launch.configs.uq import inv_entropy
 from jaxsys.lib import checkpoint, xla_flags
 from jaxsys.lib.registry import REPRODUCTIONS
@@ -28,6 +33,7 @@ _ONLY = flags.DEFINE_list("only", [], "Reproductions to run (default: all regist
 
 # name -> (config factory, run(config, workdir) -> summary, summary -> markdown)
 REPRODUCTIONS.register("tempo", (tempo_load_sweep.get_config, serving.run, serving.report_markdown))
+REPRODUCTIONS.register("hygen", (hygen_colocation.get_config, hygen.run, hygen.report_markdown))
 REPRODUCTIONS.register("disco", (disco_budget.get_config, disco.run, disco.report_markdown))
 REPRODUCTIONS.register("echolm", (echolm_routing.get_config, echolm.run, echolm.report_markdown))
 REPRODUCTIONS.register("uq", (inv_entropy.get_config, uncertainty.run, uncertainty.report_markdown))

@@ -4,7 +4,8 @@ r"""Runs one simulation experiment from a config file.
       --config=launch/configs/serving/tempo_load_sweep.py:smoke --workdir=/tmp/tempo
 
 Writes config.json, metrics.jsonl, results.json, PNG figures and report.md into --workdir.
-Experiments: tempo_load_sweep, disco_budget, echolm_routing (launch/configs/serving/).
+Experiments (launch/configs/serving/): tempo_load_sweep, hygen_colocation, disco_budget,
+echolm_routing.
 """
 
 from __future__ import annotations
@@ -15,7 +16,7 @@ import jax
 from absl import app, flags, logging
 from ml_collections import config_flags
 
-from jaxsys.launch import disco, echolm, serving
+from jaxsys.launch import disco, echolm, hygen, serving
 from jaxsys.lib import xla_flags
 from jaxsys.lib.writer import atomic_write
 
@@ -26,6 +27,7 @@ flags.mark_flags_as_required(["config", "workdir"])
 # config.experiment -> (run(config, workdir) -> summary, report_markdown(summary, config))
 EXPERIMENTS = {
   "tempo_load_sweep": (serving.run, serving.report_markdown),
+  "hygen_colocation": (hygen.run, hygen.report_markdown),
   "disco_budget": (disco.run, disco.report_markdown),
   "echolm_routing": (echolm.run, echolm.report_markdown),
 }

@@ -18,6 +18,7 @@ BLOCK_SIZE = 16
 _SMALL = 16  # fill sorts this many candidates directly; more take ranks or the bisection
 _RANK_MAX = 128  # tables up to this size fill by pairwise ranks instead
 EMPTY, BLOCKED, WAITING, RUNNING, PREEMPTED = 0, 1, 2, 3, 4
+OFFLINE = 3  # request class of the offline stream (workloads.OFFLINE)
 
 
 class EnvConfig(NamedTuple):
@@ -46,7 +47,11 @@ class EnvParams:
   max_resident: int = 1 << 30
   num_blocks: int = 26_700  # KV-cache capacity in blocks of 16 tokens
   watermark: float = 0.01  # fraction of blocks kept free when a batch holds a prefill
-  arrival_scale: float = 1.0  # arrival times are divided by it: the load knob
+  arrival_scale: float = 1.0  # online arrival times are divided by it: the load knob
+  # HyGen co-location: offline requests in the table at once (the offline slot quota), and the
+  # time from which offline items not yet admitted are dropped (counted in n_dropped)
+  offline_slots: int = 1 << 30
+  offline_stop: float = float("inf")
   noise_sigma: float = 0.0  # lognormal multiplicative noise on batch time
   step_delay: float = 0.0  # non-LLM time between DAG stages (s)
   alpha: float = 100.0  # service-gain penalty exponent
@@ -109,15 +114,19 @@ class State:
   key: jnp.ndarray  # typed key: the loop key, folded with the step
   free_blocks: jnp.ndarray  # i32: free KV blocks
   online_ptr: jnp.ndarray  # i32: next workload index to admit
+  online_end: jnp.ndarray  # i32: rows of the online stream (the offline rows follow)
+  offline_ptr: jnp.ndarray  # i32: next offline row to admit (n_total when none is left)
+  n_dropped: jnp.ndarray  # i32: offline rows dropped at offline_stop (counted in n_finished)
   next_seq: jnp.ndarray  # i32: next queue order number
   busy_time: jnp.ndarray  # f64: sum of batch times of non-empty iterations
   busy_steps: jnp.ndarray  # i32: non-empty iterations
-  n_finished: jnp.ndarray  # i32: finished requests
+  n_finished: jnp.ndarray  # i32: finished requests, plus dropped offline rows
   admit_blocked: jnp.ndarray  # i32: due arrivals that found no free slot (item-steps)
   n_mem_preempt: jnp.ndarray  # i32: preemptions for KV memory
   n_policy_preempt: jnp.ndarray  # i32: preemptions asked by the policy
   mem_stall: jnp.ndarray  # bool: the last iteration granted nothing for lack of KV blocks
   tokens: jnp.ndarray  # f64: tokens processed (prefill + decode)
+  offline_tokens: jnp.ndarray  # f64: of which granted to offline (class 3) requests
   stage_done: jnp.ndarray  # i32[n_jobs, max_stages]: finished nodes per job and stage
   outputs: Outputs  # per-request results
 
@@ -382,13 +391,17 @@ def init(key, params: EnvParams, workload, config: EnvConfig) -> State:
   )
   zero_i = jnp.zeros((), jnp.int32)
   zero_f = jnp.zeros((), jnp.float64)
-  return State(
+  n_online = jnp.sum(jnp.asarray(workload.cls) != OFFLINE, dtype=jnp.int32)
+  state = State(
     slots=slots,
     t=zero_f,
     step=zero_i,
     key=key,
     free_blocks=jnp.asarray(params.num_blocks, jnp.int32),
     online_ptr=zero_i,
+    online_end=n_online,
+    offline_ptr=n_online,
+    n_dropped=zero_i,
     next_seq=zero_i,
     busy_time=zero_f,
     busy_steps=zero_i,
@@ -398,9 +411,11 @@ def init(key, params: EnvParams, workload, config: EnvConfig) -> State:
     n_policy_preempt=zero_i,
     mem_stall=jnp.zeros((), bool),
     tokens=zero_f,
+    offline_tokens=zero_f,
     stage_done=jnp.zeros((workload.n_jobs, workload.max_stages), jnp.int32),
     outputs=outputs,
   )
+  return _admit(state, params, workload, config.admit_max)
 
 
 def observe(state: State) -> Obs:
@@ -446,22 +461,83 @@ def scaled_arrival(arrival, params: EnvParams):
 
 
 def _admit(state: State, params: EnvParams, workload, admit_max: int) -> State:
+  """Step 1: due online arrivals, then available offline rows under the quota (or the drop)."""
   sl, n = state.slots, workload.n_total
   # Read the stream through a window of the next `w` items: gathers from [n_total] arrays make
   # XLA:CPU split tiny fusions over threads once n_total is large (measured: 13 -> 33 us/step).
   w = min(admit_max, n)
   start = jnp.minimum(state.online_ptr, n - w)
-  window = lambda field: jax.lax.dynamic_slice_in_dim(field, start, w)  # noqa: E731
   idx = state.online_ptr + jnp.arange(w, dtype=jnp.int32)
   at = jnp.minimum(idx - start, w - 1)
-  arrivals = scaled_arrival(window(workload.arrival), params)
-  due = (idx < n) & (arrivals[at] <= state.t)
+  arrivals = scaled_arrival(jax.lax.dynamic_slice_in_dim(workload.arrival, start, w), params)
+  due = (idx < state.online_end) & (arrivals[at] <= state.t)
   n_due = jnp.sum(due, dtype=jnp.int32)  # a prefix: the stream is sorted
   free = sl.status == EMPTY
-  rank = jnp.cumsum(free, dtype=jnp.int32) - 1
   n_admit = jnp.minimum(n_due, jnp.sum(free, dtype=jnp.int32))
-  take = free & (rank < n_admit)
-  src = jnp.minimum(state.online_ptr + rank, n - 1)
+  sl, n_first = _place(sl, free, n_admit, state.online_ptr, start, w, arrivals, state, workload)
+  state = state.replace(
+    slots=sl,
+    online_ptr=state.online_ptr + n_admit,
+    next_seq=state.next_seq + n_first,
+    admit_blocked=state.admit_blocked + n_due - n_admit,
+  )
+
+  # The offline stream: rows in host order, each available from its own (unscaled) time; the
+  # first one not yet available stops the stream, as does the quota or the admit_max left.
+  def offline(state):
+    sl, ptr = state.slots, state.offline_ptr
+    drop = state.t >= params.offline_stop
+    # The drop also empties the table of offline requests (started or not): the window ends.
+    gone = drop & (sl.cls == OFFLINE) & (sl.wid >= 0)
+    n_gone = jnp.sum(gone, dtype=jnp.int32)
+    freed = jnp.sum(jnp.where(gone, sl.kv_blocks, 0), dtype=jnp.int32)
+    sl = sl.replace(
+      wid=jnp.where(gone, -1, sl.wid),
+      status=jnp.where(gone, EMPTY, sl.status),
+      kv_blocks=jnp.where(gone, 0, sl.kv_blocks),
+    )
+    start = jnp.minimum(ptr, n - w)
+    idx = ptr + jnp.arange(w, dtype=jnp.int32)
+    avail = jax.lax.dynamic_slice_in_dim(workload.arrival, start, w)
+    due = (idx < n) & (avail[jnp.minimum(idx - start, w - 1)] <= state.t)
+    n_due = jnp.sum(jnp.cumprod(due), dtype=jnp.int32)
+    free = sl.status == EMPTY
+    room = jnp.maximum(params.offline_slots - _offline_live(sl), 0)
+    take = jnp.minimum(jnp.minimum(n_due, jnp.sum(free, dtype=jnp.int32)), room)
+    take = jnp.where(drop, 0, jnp.minimum(take, admit_max - n_admit))
+    sl, n_first = _place(sl, free, take, ptr, start, w, avail, state, workload)
+    dropped = jnp.where(drop, n - ptr, 0) + n_gone
+    return state.replace(
+      slots=sl,
+      free_blocks=state.free_blocks + freed,
+      offline_ptr=jnp.where(drop, n, ptr + take),
+      next_seq=state.next_seq + n_first,
+      n_dropped=state.n_dropped + dropped,
+      n_finished=state.n_finished + dropped,
+    )
+
+  # A workload without offline rows skips it (in a sweep the cond becomes a select).
+  busy = (state.offline_ptr < n) | (
+    (state.t >= params.offline_stop) & (_offline_live(state.slots) > 0)
+  )
+  return jax.lax.cond(busy, offline, lambda s: s, state)
+
+
+def _offline_live(slots):
+  """Offline requests in the table (EMPTY slots keep their old class, so count occupants)."""
+  return jnp.sum((slots.cls == OFFLINE) & (slots.wid >= 0), dtype=jnp.int32)
+
+
+def _place(sl, free, n_take, ptr, start, w, arrivals, state, workload):
+  """Rows ptr..ptr+n_take-1 (read from the window at `start`) into the lowest EMPTY slots.
+
+  Returns (slots, number of rows that became WAITING and took a queue number).
+  """
+  n = workload.n_total
+  rank = jnp.cumsum(free, dtype=jnp.int32) - 1
+  take = free & (rank < n_take)
+  window = lambda field: jax.lax.dynamic_slice_in_dim(field, start, w)  # noqa: E731
+  src = jnp.minimum(ptr + rank, n - 1)
   local = jnp.clip(src - start, 0, w - 1)
   get = lambda field: jnp.where(take, window(field)[local], 0)  # noqa: E731
   put = lambda field, value: jnp.where(take, value, field)  # noqa: E731
@@ -472,8 +548,9 @@ def _admit(state: State, params: EnvParams, workload, admit_max: int) -> State:
   first_stage = take & (stage == 0)
   seq = state.next_seq + jnp.cumsum(first_stage, dtype=jnp.int32) - 1
   job = jnp.where(take, window(workload.job_id)[local], -1)
-  n_stages = jnp.where(job >= 0, workload.n_stages[jnp.maximum(job, 0)], 1)
-  deadline_abs = jnp.where(cls == 0, jnp.inf, arrival + window(workload.deadline)[local])
+  n_stages = jnp.where(job >= 0, jnp.asarray(workload.n_stages)[jnp.maximum(job, 0)], 1)
+  no_deadline = (cls == 0) | (cls == OFFLINE)
+  deadline_abs = jnp.where(no_deadline, jnp.inf, arrival + window(workload.deadline)[local])
   slots = sl.replace(
     wid=put(sl.wid, src),
     status=put(sl.status, jnp.where(stage == 0, WAITING, BLOCKED)),
@@ -501,12 +578,7 @@ def _admit(state: State, params: EnvParams, workload, admit_max: int) -> State:
     client_id=put(sl.client_id, get(workload.client_id)),
     n_stages=put(sl.n_stages, n_stages),
   )
-  return state.replace(
-    slots=slots,
-    online_ptr=state.online_ptr + n_admit,
-    next_seq=state.next_seq + jnp.sum(first_stage, dtype=jnp.int32),
-    admit_blocked=state.admit_blocked + n_due - n_admit,
-  )
+  return slots, jnp.sum(first_stage, dtype=jnp.int32)
 
 
 def _preempt(slots, mask):
@@ -704,8 +776,8 @@ def _decode_stretch(sl, dec, quiet, t, wake, free_blocks, horizon, state, params
 def step(key, state: State, action: Action, params: EnvParams, workload, config: EnvConfig):
   """One engine iteration (docs/llm_serving_semantics.md, steps 1-11), or with
   `config.macro_steps > 1` a quiet stretch of up to that many (`_decode_stretch`)."""
-  # 1. admission from the arrival stream
-  state = _admit(state, params, workload, config.admit_max)
+  # (1. admission ran at the end of the previous step, or in `init`: the policy that chose
+  # `action` has seen every request due by now)
   sl, t = state.slots, state.t
 
   # 2. policy preemption
@@ -759,13 +831,21 @@ def step(key, state: State, action: Action, params: EnvParams, workload, config:
   stalled = jnp.any(demand > 0) & ~busy
   n = workload.n_total
   next_arrival = jnp.where(
-    state.online_ptr < n,
+    state.online_ptr < state.online_end,
     scaled_arrival(workload.arrival[jnp.minimum(state.online_ptr, n - 1)], params),
     jnp.inf,
   )
   pending = ((sl.status == WAITING) | (sl.status == PREEMPTED)) & (sl.release > t)
   next_release = jnp.min(jnp.where(pending, sl.release, jnp.inf))
   wake = jnp.minimum(next_arrival, next_release)
+  # Offline events: the next offline row's availability while the quota and the table have
+  # room for it, and the drop time while rows are left.
+  off_left = state.offline_ptr < n
+  off_live = _offline_live(sl)
+  off_room = (off_live < params.offline_slots) & jnp.any(sl.status == EMPTY)
+  next_offline = jnp.asarray(workload.arrival)[jnp.minimum(state.offline_ptr, n - 1)]
+  wake = jnp.minimum(wake, jnp.where(off_left & off_room, next_offline, jnp.inf))
+  wake = jnp.minimum(wake, jnp.where(off_left | (off_live > 0), params.offline_stop, jnp.inf))
   idle_t = jnp.where(jnp.isfinite(wake) & ~stalled, jnp.maximum(t, wake), t)
   t = jnp.where(busy, t + dt, idle_t)
 
@@ -811,6 +891,7 @@ def step(key, state: State, action: Action, params: EnvParams, workload, config:
     )
     free_blocks = free_blocks - extra_blocks
 
+  off_granted = granted & (sl.cls == OFFLINE)
   # 9. finish: write the outputs once, free the slot
   fin = emit & (sl.generated == sl.out_len)
   dst = jnp.where(fin, sl.wid, n)
@@ -852,7 +933,7 @@ def step(key, state: State, action: Action, params: EnvParams, workload, config:
     seq=jnp.where(ready, seq, sl.seq),
   )
   del key  # the env's randomness comes from the loop key in the state
-  return state.replace(
+  state = state.replace(
     slots=sl,
     t=t,
     step=state.step + 1 + extra,
@@ -865,9 +946,14 @@ def step(key, state: State, action: Action, params: EnvParams, workload, config:
     n_policy_preempt=state.n_policy_preempt + jnp.sum(asked, dtype=jnp.int32),
     mem_stall=stalled,
     tokens=state.tokens + jnp.sum(grant).astype(jnp.float64) + jnp.sum(granted) * extra,
+    offline_tokens=state.offline_tokens
+    + jnp.sum(jnp.where(off_granted, grant + extra, 0)).astype(jnp.float64),
     stage_done=stage_done,
     outputs=out,
   )
+  # 1. admission at the new clock, so the next policy call sees what has arrived by then (an
+  # idle jump lands on an arrival, which is then served at once)
+  return _admit(state, params, workload, config.admit_max)
 
 
 def make(config: EnvConfig | None = None) -> Env:

@@ -6,10 +6,12 @@ policy. It is also the honest baseline of the speed benchmark: an ordinary event
 live requests (a dict of records, a heap of free slots, a sort of the candidates only), with no
 numpy in the per-step loop.
 
-Step order per iteration, as in the jitted driver (lib/sim.py): the policy plans (Tempo, every
-`plan_every` steps) and acts on the state left by the previous step, then the engine admits,
-preempts, projects, times and advances (semantics steps 1-11). A request admitted at step k is
-therefore first seen by the policy, and first granted, at step k + 1.
+Step order per iteration, as in the jitted driver (lib/sim.py): the engine admits what is due
+at the current clock, the policy plans (Tempo, every `plan_every` steps) and acts on that
+table, then the engine preempts, projects, times and advances (semantics steps 1-11). The
+jitted engine admits at the end of each step (and in `init`), which is the same sequence: a
+request is seen by the policy, and can be granted, in the first iteration that starts at or
+after its arrival.
 
 Readings of the contract where its text leaves a choice (the jitted code makes the same ones):
 - Tempo's busy rings start at zero and "oldest" is the entry the push drops (ten plans ago), so
@@ -33,7 +35,8 @@ import numpy as np
 BLOCK_SIZE = 16
 GAIN_FLOOR = 1e-9  # a gain factor below it counts as 0
 EMPTY, BLOCKED, WAITING, RUNNING, PREEMPTED = 0, 1, 2, 3, 4
-POLICIES = ("fcfs", "vllm", "sarathi", "ltr", "edf", "srtf", "tempo")
+OFFLINE = 3  # request class of the offline stream
+POLICIES = ("fcfs", "vllm", "sarathi", "ltr", "edf", "srtf", "tempo", "hygen")
 
 _INF = math.inf
 _NEG = -1e30  # Tempo's log-density floor (nothing left to gain)
@@ -76,6 +79,7 @@ class _Req:
     "job",
     "stage",
     "prio",
+    "wish",
   )
 
 
@@ -354,6 +358,179 @@ class _Tempo:
     return chosen
 
 
+# ----------------------------------------------------------------------------------------------
+# HyGen (docs "HyGen"): online Sarathi first, then offline work under the predicted-time budget.
+
+_OFFLINE_SHIFT = 2.0**24
+
+
+def _blocks_for(r, c):
+  return max(0, -(-(r.prefilled + c) // BLOCK_SIZE) - r.kv)
+
+
+def _is_decode(r):
+  return r.generated >= 1 and r.prompt + r.generated - r.prefilled == 1
+
+
+def _fill_py(cands, demand, free, budget, max_seqs, wm):
+  """The env's fill (chunked): longest feasible prefix of `cands` (already in order), the first
+  prefill that does not fit cut to the tokens left. Returns {slot: tokens}."""
+  out = {}
+  tokens = blocks = 0
+  has_prefill = False
+  for r in cands:
+    c = demand[r.slot]
+    decode = _is_decode(r)
+    nb = _blocks_for(r, c)
+    pre = has_prefill or not decode
+    if (
+      tokens + c <= budget and len(out) + 1 <= max_seqs and blocks + nb <= free - (wm if pre else 0)
+    ):
+      out[r.slot] = c
+      tokens, blocks, has_prefill = tokens + c, blocks + nb, pre
+      continue
+    if not decode:
+      c = min(budget - tokens, c)
+      nb = _blocks_for(r, c)
+      if c > 0 and len(out) + 1 <= max_seqs and blocks + nb <= free - wm:
+        out[r.slot] = c
+    break
+  return out
+
+
+def _predict(coef, n_p, n_d, s_p, s_d):
+  t = coef[0] + coef[1] * s_p
+  t = t + coef[2] * (s_p * s_p)
+  t = t + coef[3] * n_p
+  t = t + coef[4] * n_d
+  return t + coef[5] * s_d
+
+
+class _HyGen:
+  """Two-phase HyGen; Sarathi++ with latency_budget = inf, HyGen* with a finite rate_cap."""
+
+  def __init__(self, pp: dict, params):
+    self.coef = [float(x) for x in np.asarray(pp.get("coef", np.zeros(6)), np.float64)]
+    self.lat = float(pp.get("latency_budget", _INF))
+    self.cap = float(pp.get("rate_cap", _INF))
+    self.starv = float(pp.get("starvation", 4.0))
+    self.window = int(pp.get("window", 32))
+    self.budget, self.max_seqs = int(params.token_budget), int(params.max_seqs)
+    self.wm = math.floor(float(params.watermark) * int(params.num_blocks))
+    self.n_started = self.wait_sum = 0.0
+    self.seen = {}  # slot -> wid whose start was counted
+    self.free = 0  # set by the simulator before every act
+
+  def act(self, vis, t, step, busy_time, busy_steps):
+    if not vis:
+      return ()
+    first = min(r.seq for r in vis)
+    prios = []
+    for r in vis:
+      tier = 2.0 if _is_decode(r) else (1.0 if r.prefilled > 0 else 0.0)
+      p = tier * _TIER - (r.seq - first)
+      prios.append(p - _OFFLINE_SHIFT if r.cls == OFFLINE else p)
+    for r, p in zip(vis, _f32(prios), strict=True):
+      r.prio, r.wish = p, 0
+    free, budget, max_seqs, wm, coef, lat = (
+      self.free,
+      self.budget,
+      self.max_seqs,
+      self.wm,
+      self.coef,
+      self.lat,
+    )
+    ready = sorted((r for r in vis if r.release <= t), key=_order)
+    online = [r for r in ready if r.cls != OFFLINE]
+    demand = {r.slot: r.prompt + r.generated - r.prefilled for r in ready}
+    g_on = _fill_py(online, demand, free, budget, max_seqs, wm)
+    short = g_on != _fill_py(online, demand, 1 << 30, budget, max_seqs, 0)
+    preempt = []
+    if short:
+      holders = [r for r in vis if r.cls == OFFLINE and r.kv > 0 and r.status == RUNNING]
+      if holders:
+        preempt = [max(holders, key=_order)]
+    by_slot = {r.slot: r for r in ready}
+    for slot, c in g_on.items():
+      by_slot[slot].wish = c
+    if not short:
+      self._offline(ready, first, g_on, demand, t, free, budget, max_seqs, wm, coef, lat)
+    for r in vis:  # count starts of new offline requests
+      if r.cls == OFFLINE and r.wish > 0 and self._new(r) and self.seen.get(r.slot) != r.wid:
+        self.n_started += 1
+        self.wait_sum += t - r.release
+        self.seen[r.slot] = r.wid
+    return preempt
+
+  @staticmethod
+  def _new(r):
+    return r.generated == 0 and r.prefilled == 0 and r.n_preempt == 0
+
+  def _offline(self, ready, first, g_on, demand, t, free, budget, max_seqs, wm, coef, lat):
+    cands = [r for r in ready if r.cls == OFFLINE]
+    if not cands:
+      return
+    news = [r for r in cands if self._new(r)]
+    starving = None
+    if news and self.n_started > 0:
+      oldest = min(news, key=lambda r: r.seq)
+      mean_wait = self.wait_sum / max(self.n_started, 1.0)
+      if t - oldest.release > self.starv * mean_wait:
+        starving = oldest
+
+    def tier(r):
+      return 2.0 if _is_decode(r) else (1.0 if r is starving else 0.0)
+
+    cands.sort(key=lambda r: (-(tier(r) * 2.0**40 - (r.seq - first)), r.slot))
+    cands = cands[: self.window]
+    capped = math.isfinite(self.cap)
+    allow = math.floor(self.cap * t if capped else 0.0) + 1.0 - self.n_started
+    by_slot = {r.slot: r for r in ready}
+    tok = sum(g_on.values())
+    cnt = len(g_on)
+    blk = sum(_blocks_for(by_slot[s], c) for s, c in g_on.items())
+    has_pre = any(not _is_decode(by_slot[s]) for s in g_on)
+    n_p = sum(1 for s in g_on if not _is_decode(by_slot[s]))
+    n_d = len(g_on) - n_p
+    s_p = sum(c for s, c in g_on.items() if not _is_decode(by_slot[s]))
+    s_d = sum(by_slot[s].prefilled + 1 for s in g_on if _is_decode(by_slot[s]))
+    n_new = 0
+    for r in cands:
+      if self._new(r):
+        n_new += 1
+        if capped and n_new > allow:
+          continue  # held back by the cap: skipped, not a stop
+      c = demand[r.slot]
+      dec = _is_decode(r)
+      nb = _blocks_for(r, c)
+      pre = has_pre or not dec
+      n_p1, n_d1 = n_p + (0 if dec else 1), n_d + (1 if dec else 0)
+      s_p1, s_d1 = s_p + (0 if dec else c), s_d + (r.prefilled + 1 if dec else 0)
+      t_hat = _predict(coef, float(n_p1), float(n_d1), float(s_p1), float(s_d1))
+      if (
+        tok + c <= budget
+        and cnt + 1 <= max_seqs
+        and blk + nb <= free - (wm if pre else 0)
+        and t_hat <= lat
+      ):
+        r.wish = c
+        tok, cnt, blk, has_pre = tok + c, cnt + 1, blk + nb, pre
+        n_p, n_d, s_p, s_d = n_p1, n_d1, s_p1, s_d1
+        continue
+      hi = min(c, budget - tok)
+      if not dec and cnt + 1 <= max_seqs and hi > 0:
+        room = free - wm - blk
+        lo = 0
+        for _ in range(32):
+          mid = (lo + hi + 1) // 2
+          ok = _blocks_for(r, mid) <= room and (
+            _predict(coef, float(n_p + 1), float(n_d), float(s_p + mid), float(s_d)) <= lat
+          )
+          lo, hi = (mid, hi) if ok else (lo, mid - 1)
+        r.wish = lo
+      break
+
+
 def _make_policy(name, pp, params, config, prompts):
   if name in ("fcfs", "vllm"):
     return _Fcfs()
@@ -367,6 +544,8 @@ def _make_policy(name, pp, params, config, prompts):
     return _Ltr(_Bound(pp, prompts))
   if name == "tempo":
     return _Tempo(_Bound(pp, prompts), pp, int(params.max_seqs), int(config.n_slots))
+  if name == "hygen":
+    return _HyGen(pp, params)
   raise ValueError(f"policy={name!r}: use one of {POLICIES}")
 
 
@@ -427,8 +606,11 @@ def simulate(
   f64 = lambda x: np.asarray(x, np.float64).tolist()  # noqa: E731
   i64 = lambda x: np.asarray(x, np.int64).tolist()  # noqa: E731
   inv_scale = 1.0 / scale  # as the jitted env: a product with the reciprocal
-  arrival = [a * inv_scale for a in f64(workload.arrival)]
   prompts, out_lens, classes = i64(workload.prompt_len), i64(workload.out_len), i64(workload.cls)
+  # Online rows first (sorted, arrival scaled), then the offline stream (host order, unscaled).
+  n_on = sum(1 for c in classes if c != OFFLINE)
+  arrival = [a * inv_scale if i < n_on else a for i, a in enumerate(f64(workload.arrival))]
+  off_quota, off_stop = int(params.offline_slots), float(params.offline_stop)
   slo_ttft, slo_tbt = f64(workload.slo_ttft), f64(workload.slo_tbt)
   deadline = f64(workload.deadline)
   job_id, stage_of = i64(workload.job_id), i64(workload.stage)
@@ -450,24 +632,45 @@ def simulate(
   mem_stall = False  # the last iteration had candidates but granted nothing (no KV blocks)
   free = num_blocks
   ptr = next_seq = 0
-  tokens_total = max_step_tokens = 0
+  off_ptr, off_live, n_dropped = n_on, 0, 0  # next offline row, offline requests in the table
+  tokens_total = max_step_tokens = offline_tokens = 0
 
   while n_finished < n and step < max_steps:
-    # The policy acts on the table as the previous step left it.
-    vis = list(live.values())
-    to_preempt = pol.act(vis, t, step, busy_time, busy_steps)
-
-    # 1. Admit due arrivals into the lowest free slots.
+    # 1. Admit due arrivals into the lowest free slots, then available offline rows (in their
+    # host order, under the quota and what admit_max leaves), or drop those at offline_stop.
     n_due = 0
-    while n_due < admit_max and ptr + n_due < n and arrival[ptr + n_due] <= t:
+    while n_due < admit_max and ptr + n_due < n_on and arrival[ptr + n_due] <= t:
       n_due += 1
     n_admit = min(n_due, len(free_slots))
     admit_blocked += n_due - n_admit
+    rows = list(range(ptr, ptr + n_admit))
+    ptr += n_admit
+    gone = set()
+    if t >= off_stop and (off_ptr < n or off_live > 0):
+      n_dropped += n - off_ptr
+      n_finished += n - off_ptr
+      off_ptr = n
+      # the window ends: offline requests still in the table go too (slots freed)
+      for r in [r for r in live.values() if r.cls == OFFLINE]:
+        free += r.kv
+        r.kv, r.status = 0, EMPTY
+        del live[r.slot]
+        heapq.heappush(free_slots, r.slot)
+        gone.add(r.slot)
+        n_dropped += 1
+        n_finished += 1
+      off_live = 0
+    limit = min(admit_max - n_admit, len(free_slots) - n_admit, off_quota - off_live)
+    n_off = 0
+    while n_off < limit and off_ptr + n_off < n and arrival[off_ptr + n_off] <= t:
+      n_off += 1
+    rows += range(off_ptr, off_ptr + n_off)
+    off_ptr += n_off
+    off_live += n_off
     dag_event = False
-    for _ in range(n_admit):
+    for wid in rows:
       r = _Req()
-      r.wid = wid = ptr
-      ptr += 1
+      r.wid = wid
       r.slot = heapq.heappop(free_slots)
       r.arrival = r.release = arrival[wid]
       r.prompt, r.out_len, r.cls = prompts[wid], out_lens[wid], classes[wid]
@@ -476,13 +679,14 @@ def simulate(
       r.tbt_sum = r.tbt_max = r.gain = r.good = 0.0
       r.slo_ttft, r.slo_tbt = slo_ttft[wid], slo_tbt[wid]
       r.job, r.stage = job_id[wid], stage_of[wid]
-      r.deadline_abs = _INF if r.cls == 0 else r.arrival + deadline[wid]
+      r.deadline_abs = _INF if r.cls in (0, OFFLINE) else r.arrival + deadline[wid]
       if r.cls == 2:
         n_stages = job_stages[r.job] if r.job >= 0 else 1
         r.target = r.arrival + (r.stage + 1.0) / n_stages * (r.deadline_abs - r.arrival)
       else:
         r.target = r.deadline_abs
       r.prio = -_INF
+      r.wish = None  # a policy's grant wish; None asks for the whole remaining target
       if r.stage == 0:
         r.status, r.seq = WAITING, next_seq
         next_seq += 1
@@ -492,8 +696,16 @@ def simulate(
         blocked[r.slot] = r
         dag_event = True
 
+    if n_finished >= n:  # the last offline rows were dropped: nothing is left to run
+      break
+    # The policy acts on the table as the previous step and this admission left it.
+    vis = list(live.values())
+    if hasattr(pol, "free"):  # a policy that fills against the KV blocks (HyGen)
+      pol.free = free
+    to_preempt = pol.act(vis, t, step, busy_time, busy_steps)
+
     # 2. Policy preemption (recompute: the KV is dropped).
-    stopped = set()
+    stopped = set(gone)
     for r in to_preempt:
       if r.status == RUNNING:
         free += r.kv
@@ -520,7 +732,9 @@ def simulate(
 
     # 4. Project the wish (every runnable request asks for its remaining target) onto a
     # feasible batch: the longest feasible prefix in priority order, the last prefill cut.
-    cands = [r for r in vis if r.release <= t and r.slot not in stopped]
+    cands = [
+      r for r in vis if r.release <= t and r.slot not in stopped and (r.wish is None or r.wish > 0)
+    ]
     cands.sort(key=_order)
     # Residency: requests without KV enter only while fewer than max_resident hold KV.
     room = max_resident - sum(1 for r in vis if r.kv > 0)
@@ -540,14 +754,14 @@ def simulate(
       done = r.prefilled
       left = r.prompt + r.generated - done
       decode = r.generated >= 1 and left == 1
-      c = left
+      c = demand = left if r.wish is None else min(r.wish, left)
       nb = max(0, -(-(done + c) // BLOCK_SIZE) - r.kv)
       reserve = watermark if (has_prefill or not decode) else 0
       cut = False
       if tokens + c > budget or len(batch) >= max_seqs or blocks + nb > free - reserve:
         if decode or not chunked:
           break
-        c = min(budget - tokens, left)
+        c = min(budget - tokens, demand)
         if c <= 0:
           break
         nb = max(0, -(-(done + c) // BLOCK_SIZE) - r.kv)
@@ -584,12 +798,17 @@ def simulate(
       busy_time += dt
       busy_steps += 1
       tokens_total += tokens
+      offline_tokens += sum(c for r, c, _ in batch if r.cls == OFFLINE)
       max_step_tokens = max(max_step_tokens, tokens)
     elif not mem_stall:
-      wake = arrival[ptr] if ptr < n else _INF
+      wake = arrival[ptr] if ptr < n_on else _INF
       for r in live.values():
         if r.release > t and r.release < wake and r.status in (WAITING, PREEMPTED):
           wake = r.release
+      if off_ptr < n and off_live < off_quota and len(free_slots) > 0:
+        wake = min(wake, arrival[off_ptr])
+      if off_ptr < n or off_live > 0:
+        wake = min(wake, off_stop)
       if wake < _INF:
         t = max(t, wake)
 
@@ -628,6 +847,7 @@ def simulate(
         del live[r.slot]
         heapq.heappush(free_slots, r.slot)
         n_finished += 1
+        off_live -= r.cls == OFFLINE
         if r.job >= 0:
           stage_done[r.job][r.stage] += 1
           dag_event = True
@@ -663,10 +883,12 @@ def simulate(
     "busy_time": busy_time,
     "busy_steps": busy_steps,
     "n_finished": n_finished,
+    "n_dropped": n_dropped,
     "n_mem_preempt": n_mem,
     "n_policy_preempt": n_pol,
     "admit_blocked": admit_blocked,
     "tokens": tokens_total,
+    "offline_tokens": offline_tokens,
     "max_step_tokens": max_step_tokens,
   }
 

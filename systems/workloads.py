@@ -21,8 +21,8 @@ from collections.abc import Sequence
 import flax.struct
 import numpy as np
 
-LATENCY, DEADLINE, COLLECTIVE = 0, 1, 2
-CLASS_NAMES = ("latency", "deadline", "collective")
+LATENCY, DEADLINE, COLLECTIVE, OFFLINE = 0, 1, 2, 3
+CLASS_NAMES = ("latency", "deadline", "collective")  # the online classes
 
 # (median, sigma, max) of clipped lognormal lengths: chat-like defaults [R, serving.md 1.4]
 CHAT_PROMPT = (256.0, 1.0, 4096)
@@ -51,6 +51,9 @@ class Workload:
   job_deadline: np.ndarray  # f64[n_jobs]: deadline of each job relative to its arrival (s)
   n_stages: np.ndarray  # i32[n_jobs]: stages of each job
   width: np.ndarray  # i32[n_jobs, max_stages]: nodes per stage, 0 past the last stage
+  # Optional (None: no shared prefixes; `co_locate` always fills them):
+  prefix_id: np.ndarray | None = None  # i32[n]: shared-prefix group, -1 for none
+  prefix_len: np.ndarray | None = None  # i32[n]: tokens of that prefix, 0 for none
 
   @property
   def n_total(self) -> int:
@@ -64,8 +67,14 @@ class Workload:
   def max_stages(self) -> int:
     return int(self.width.shape[-1])
 
+  @property
+  def n_online(self) -> int:
+    """Rows of the online stream (the offline rows, class OFFLINE, follow them)."""
+    return int(np.max(np.sum(np.asarray(self.cls) != OFFLINE, axis=-1)))
+
 
 _F64_FIELDS = ("arrival", "slo_ttft", "slo_tbt", "deadline", "job_arrival", "job_deadline")
+_OPTIONAL_FIELDS = ("prefix_id", "prefix_len")
 _REQUEST_FIELDS = (
   "arrival",
   "prompt_len",
@@ -149,7 +158,9 @@ def _no_jobs(max_stages: int = 1) -> dict:
 
 
 def _build(fields: dict, jobs: dict) -> Workload:
-  """Casts to the canonical dtypes, builds and validates."""
+  """Casts to the canonical dtypes, builds and validates (no shared prefixes unless given)."""
+  n = len(fields["arrival"])
+  fields = {"prefix_id": np.full(n, -1), "prefix_len": np.zeros(n), **fields}
   out = {}
   for name, value in {**fields, **jobs}.items():
     out[name] = np.asarray(value, np.float64 if name in _F64_FIELDS else np.int32)
@@ -601,6 +612,113 @@ def azure_workload(
   )
 
 
+# ----------------------------------------------------------------------------- offline pools
+
+# Offline pools of HyGen's reproduction [R, serving.md 1.4]: (median, sigma, max) lengths.
+SUMMARY_PROMPT = (4000.0, 0.4, 8000)
+SUMMARY_OUTPUT = (200.0, 0.5, 1024)
+MMLU_GROUPS = 57  # subjects, each with its own few-shot prefix
+MMLU_PREFIX = (600.0, 0.2, 1200)  # shared few-shot prefix of a subject
+MMLU_QUESTION = (80.0, 0.4, 400)
+
+
+def offline_pool(
+  rng: np.random.Generator,
+  n: int,
+  kind: str = "summarisation",
+  *,
+  available=0.0,
+  n_groups: int = MMLU_GROUPS,
+) -> dict:
+  """Rows of an offline pool (class OFFLINE), in a random order [R, serving.md 1.4].
+
+  Args:
+    rng: random source.
+    n: requests.
+    kind: "summarisation" (long prompts, ~200-token outputs, no shared prefix) or "mmlu"
+      (`n_groups` subjects; a prompt is its subject's shared few-shot prefix plus a question,
+      the output 1-4 tokens; `prefix_id` is the subject).
+    available: availability time(s) (s), scalar or f64[n]; the pool is there from t0 by default.
+
+  Returns:
+    dict of request arrays (prompt_len, out_len, arrival, prefix_id, prefix_len) for `co_locate`.
+  """
+  if n < 1:
+    raise ValueError(f"offline_pool: n must be >= 1, got {n}")
+  if kind == "summarisation":
+    prompt = lognormal_lengths(rng, n, *SUMMARY_PROMPT)
+    out = lognormal_lengths(rng, n, *SUMMARY_OUTPUT)
+    pid = np.full(n, -1, np.int32)
+    plen = np.zeros(n, np.int32)
+  elif kind == "mmlu":
+    if n_groups < 1:
+      raise ValueError(f"offline_pool: n_groups must be >= 1, got {n_groups}")
+    group_len = lognormal_lengths(rng, n_groups, *MMLU_PREFIX, min_len=16)
+    pid = rng.integers(0, n_groups, n).astype(np.int32)
+    plen = group_len[pid]
+    prompt = (plen + lognormal_lengths(rng, n, *MMLU_QUESTION)).astype(np.int32)
+    out = uniform_lengths(rng, n, 1, 4)
+  else:
+    raise ValueError(f"offline_pool: kind={kind!r}: use 'summarisation' or 'mmlu'")
+  arrival = np.broadcast_to(np.asarray(available, np.float64), (n,)).copy()
+  return dict(arrival=arrival, prompt_len=prompt, out_len=out, prefix_id=pid, prefix_len=plen)
+
+
+def co_locate(online: Workload, *pools: dict, order=None) -> Workload:
+  """The online workload followed by offline rows: HyGen's two streams in one Workload.
+
+  Args:
+    online: a Workload without OFFLINE rows (its rows stay first, unchanged).
+    pools: `offline_pool` dicts, concatenated in this order; prefix groups of later pools are
+      shifted so that ids of different pools never collide.
+    order: optional permutation of the offline rows: the host-fixed offline stream order (say
+      `scheduling.hygen.psm_order`); default as concatenated.
+
+  Returns:
+    The validated Workload; `prefix_id`/`prefix_len` are filled (online rows -1 / 0 unless the
+    online workload carries its own).
+  """
+  if np.any(np.asarray(online.cls) == OFFLINE):
+    raise ValueError("co_locate: the online workload already holds OFFLINE rows")
+  n_on = online.n_total
+  pid_on = online.prefix_id if online.prefix_id is not None else np.full(n_on, -1, np.int32)
+  plen_on = online.prefix_len if online.prefix_len is not None else np.zeros(n_on, np.int32)
+  cols = {k: [np.asarray(getattr(online, k))] for k in _REQUEST_FIELDS}
+  cols["prefix_id"], cols["prefix_len"] = [np.asarray(pid_on)], [np.asarray(plen_on)]
+  shift = int(np.max(pid_on, initial=-1)) + 1
+  n_off = 0
+  for pool in pools:
+    m = len(pool["prompt_len"])
+    n_off += m
+    pid = np.asarray(pool["prefix_id"], np.int64)
+    rows = dict(
+      arrival=pool["arrival"],
+      prompt_len=pool["prompt_len"],
+      out_len=pool["out_len"],
+      cls=np.full(m, OFFLINE),
+      slo_ttft=np.full(m, np.inf),
+      slo_tbt=np.full(m, np.inf),
+      deadline=np.full(m, np.inf),
+      job_id=np.full(m, -1),
+      stage=np.zeros(m),
+      client_id=np.zeros(m),
+      prefix_id=np.where(pid >= 0, pid + shift, -1),
+      prefix_len=pool["prefix_len"],
+    )
+    shift += int(np.max(pid, initial=-1)) + 1
+    for k, v in rows.items():
+      cols[k].append(np.asarray(v))
+  fields = {k: np.concatenate(v) for k, v in cols.items()}
+  if order is not None:
+    order = np.asarray(order, np.int64)
+    if sorted(order.tolist()) != list(range(n_off)):
+      raise ValueError(f"co_locate: order must be a permutation of the {n_off} offline rows")
+    perm = np.concatenate([np.arange(n_on), n_on + order])
+    fields = {k: v[perm] for k, v in fields.items()}
+  jobs = {k: getattr(online, k) for k in ("job_arrival", "job_deadline", "n_stages", "width")}
+  return _build(fields, jobs)
+
+
 # ----------------------------------------------------------------------------- validation
 
 
@@ -625,6 +743,11 @@ def validate(workload: Workload) -> Workload:
     width inconsistent with the node count, negative or NaN SLOs, negative client ids.
   """
   w = {k: np.asarray(getattr(workload, k)) for k in Workload.__dataclass_fields__}
+  optional = [k for k in _OPTIONAL_FIELDS if getattr(workload, k) is None]
+  if len(optional) == 1:
+    raise ValueError(f"Workload.{optional[0]} is None but the other prefix field is set")
+  for k in optional:
+    del w[k]
   for name, x in w.items():
     want = np.float64 if name in _F64_FIELDS else np.int32
     if x.dtype != want:
@@ -632,7 +755,7 @@ def validate(workload: Workload) -> Workload:
   n = w["arrival"].shape
   if len(n) != 1 or n[0] < 1:
     raise ValueError(f"Workload.arrival must be 1-D and non-empty, got shape {n}")
-  for name in _REQUEST_FIELDS:
+  for name in _REQUEST_FIELDS + tuple(k for k in _OPTIONAL_FIELDS if k in w):
     if w[name].shape != n:
       raise ValueError(f"Workload.{name} has shape {w[name].shape}, expected {n}")
   n_jobs = w["job_arrival"].shape
@@ -649,17 +772,26 @@ def validate(workload: Workload) -> Workload:
   if not np.all(np.isfinite(arrival)):
     i = _first(~np.isfinite(arrival))
     _fail("arrival", i, arrival[i], "not finite")
-  if np.any(np.diff(arrival) < 0):
-    i = _first(np.diff(arrival) < 0) + 1
+  cls = w["cls"]
+  offline = cls == OFFLINE
+  n_online = int(np.sum(~offline))
+  if np.any(offline[:n_online]):
+    i = _first(offline[:n_online])
+    _fail("cls", i, OFFLINE, f"offline rows must follow the {n_online} online rows")
+  online = arrival[:n_online]  # the offline stream keeps its host order, not sorted
+  if np.any(np.diff(online) < 0):
+    i = _first(np.diff(online) < 0) + 1
     _fail("arrival", i, arrival[i], f"earlier than arrival[{i - 1}] = {float(arrival[i - 1])!r}")
+  if np.any(arrival[n_online:] < 0):
+    i = n_online + _first(arrival[n_online:] < 0)
+    _fail("arrival", i, arrival[i], "offline availability time must be >= 0")
   for name in ("prompt_len", "out_len"):
     if np.any(w[name] < 1):
       i = _first(w[name] < 1)
       _fail(name, i, int(w[name][i]), "must be >= 1")
-  cls = w["cls"]
-  if np.any((cls < 0) | (cls > COLLECTIVE)):
-    i = _first((cls < 0) | (cls > COLLECTIVE))
-    _fail("cls", i, int(cls[i]), f"must be in [0, {COLLECTIVE}]")
+  if np.any((cls < 0) | (cls > OFFLINE)):
+    i = _first((cls < 0) | (cls > OFFLINE))
+    _fail("cls", i, int(cls[i]), f"must be in [0, {OFFLINE}]")
   for name in ("slo_ttft", "slo_tbt", "deadline"):
     bad = ~(w[name] >= 0)  # also catches NaN
     if np.any(bad):
@@ -729,6 +861,24 @@ def validate(workload: Workload) -> Workload:
   else:
     per_stage = np.zeros((n_jobs, max_stages), np.int64)
     used = np.zeros(n_jobs, bool)
+  if "prefix_id" in w:
+    pid, plen = w["prefix_id"], w["prefix_len"]
+    bad = pid < -1
+    if np.any(bad):
+      i = _first(bad)
+      _fail("prefix_id", i, int(pid[i]), "must be -1 or >= 0")
+    bad = np.where(pid >= 0, (plen < 1) | (plen >= w["prompt_len"]), plen != 0)
+    if np.any(bad):
+      i = _first(bad)
+      _fail("prefix_len", i, int(plen[i]), "must be in [1, prompt_len) with a prefix, else 0")
+    if np.any(pid >= 0):
+      groups = pid[pid >= 0]
+      first_len = np.zeros(int(groups.max()) + 1, np.int64)
+      first_len[groups[::-1]] = plen[pid >= 0][::-1]  # the first row of each group wins
+      bad = (pid >= 0) & (plen != first_len[np.maximum(pid, 0)])
+      if np.any(bad):
+        i = _first(bad)
+        _fail("prefix_len", i, int(plen[i]), f"differs within prefix group {int(pid[i])}")
   width = w["width"]
   in_range = np.arange(max_stages)[None, :] < w["n_stages"][:, None]
   bad = used[:, None] & ((width != per_stage) | (in_range & (width < 1)))

@@ -34,3 +34,5 @@ def test_reproduce_smoke_writes_report(tmp_path):
   assert (tmp_path / "disco" / "results.json").exists()
   # The EchoLM reproduction (smoke: simulated part only): every router and cache across load.
   assert "## EchoLM: in-context caching and routing" in text and "| large_only |" in text
+  # The HyGen reproduction: four co-location policies on a fresh workload after profiling.
+  assert "## HyGen: online/offline co-location" in text and "| hygen* |" in text

@@ -71,3 +71,29 @@ def small_params(**kw):
   base = dict(token_budget=256, max_seqs=8, num_blocks=400, time_coef=LLAMA8B_A100)
   base.update(kw)
   return ls.EnvParams(**base)
+
+
+def mixed_workload(seed, n_online=14, n_offline=10, rate=30.0, dag_jobs=1, max_prompt=600):
+  """`small_workload` followed by an offline stream (class 3) in a random host order.
+
+  Offline rows: half available at t0, the others at random times within the online span;
+  about half share one of three prefixes (prefix_id, prefix_len), the rest have none.
+  """
+  from jaxsys.systems import workloads
+
+  wl = small_workload(seed, n=n_online, rate=rate, dag_jobs=dag_jobs, max_prompt=max_prompt)
+  rng = np.random.default_rng(seed + 7919)
+  span = float(wl.arrival[-1])
+  avail = np.where(rng.random(n_offline) < 0.5, 0.0, rng.uniform(0.0, span, n_offline))
+  pid = np.where(rng.random(n_offline) < 0.5, rng.integers(0, 3, n_offline), -1)
+  group_len = rng.integers(16, 200, 3)
+  plen = np.where(pid >= 0, group_len[np.maximum(pid, 0)], 0)
+  prompt = plen + rng.integers(1, max_prompt // 2, n_offline)
+  pool = dict(
+    arrival=avail,
+    prompt_len=prompt,
+    out_len=rng.integers(1, 40, n_offline),
+    prefix_id=pid,
+    prefix_len=plen,
+  )
+  return workloads.co_locate(wl, pool)

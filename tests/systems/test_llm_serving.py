@@ -331,3 +331,26 @@ def test_sharded_sweep_equals_unsharded():
   sharded, _ = sim.sweep(env, SARATHI, params, (), keys, wl, mesh=mesh, chunk_steps=128)
   assert len(sharded.outputs.finish_t.sharding.device_set) == 8
   np.testing.assert_array_equal(np.asarray(sharded.outputs.finish_t), plain.outputs.finish_t)
+
+
+@pytest.mark.parametrize("macro_steps", [1, 16])
+def test_arrival_at_an_idle_engine_is_served_at_once(macro_steps):
+  """The idle jump lands on an arrival and the next iteration serves it, in both engines.
+
+  (Regression: admission used to follow the policy's action, so such a request waited for
+  the next arrival: the one at 2 s here finished after 50 s.)"""
+  from jaxsys.systems import llm_serving_reference as reference
+  from jaxsys.systems import timing, workloads
+
+  arrival = np.array([0.5, 1.0, 2.0, 50.0])
+  n = len(arrival)
+  wl = workloads.make_requests(None, arrival, np.full(n, 100), np.full(n, 50))
+  params = ls.EnvParams(time_coef=timing.get_preset("llama31_8b_a100"))
+  config = ls.EnvConfig(n_slots=8, macro_steps=macro_steps)
+  state, _ = sim.rollout(ls.make(config), baselines.sarathi(), params, (), jax.random.key(0), wl)
+  ttft = np.asarray(state.outputs.ttft)
+  one_prefill = 0.05  # a 100-token prefill of Llama-3.1-8B on an A100 takes ~20 ms
+  assert np.all(ttft < one_prefill), ttft
+  assert np.all(np.asarray(state.outputs.finish_t) < arrival + 1.0)
+  ref = reference.simulate(wl, config, params, "sarathi")
+  np.testing.assert_allclose(ref["ttft"], ttft, atol=1e-9)

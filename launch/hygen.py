@@ -1,0 +1,366 @@
+"""The HyGen reproduction: online/offline co-location under an SLO-profiled latency budget.
+
+`run(config, workdir) -> summary` is importable (tests, reproduce.py); `report_markdown(summary,
+config)` renders its section. Config: launch/configs/serving/hygen_colocation.py. Every
+comparison is one vmapped sweep (lib/sim.sweep): the arrival-scale search, the budget profile
+(32 values of L + the online-only lane), the HyGen* cap profile and the final four-policy run
+on a fresh slice of the trace.
+"""
+
+from __future__ import annotations
+
+import os
+import time
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+from absl import logging
+
+from jaxsys.lib import plots, sim
+from jaxsys.lib.writer import MetricWriter
+from jaxsys.scheduling import hygen
+from jaxsys.systems import llm_serving as ls
+from jaxsys.systems import serving_metrics, timing, workloads
+
+POLICIES = ("sarathi", "sarathi++", "hygen*", "hygen")
+
+
+def _online(config, seed):
+  """Rows of the Azure code trace: slice `seed` of n_online requests, from t = 0.
+
+  `config.online = "synthetic"` draws Azure-like requests instead (for runs without
+  ../shared/data): Gamma arrivals at the trace's 2.57 req/s with cv 4, lognormal lengths at
+  the trace's medians (prompt 1,469, output 13 tokens) [R].
+  """
+  if config.online == "synthetic":
+    rng = np.random.default_rng(500 + seed)
+    n = config.n_online
+    times = workloads.gamma_arrivals(rng, n, 2.57, 4.0)
+    prompt = workloads.lognormal_lengths(rng, n, 1469, 0.8, 7437)
+    out = workloads.lognormal_lengths(rng, n, 13, 1.2, 1899)
+    return workloads.make_requests(
+      None, times, prompt, out, slo_ttft=config.slo_ttft, slo_tbt=config.slo_tbt
+    )
+  if config.online != "azure":
+    raise ValueError(f"config.online={config.online!r}: use 'azure' or 'synthetic'")
+  start = config.azure_start + seed * config.n_online
+  arrival, prompt, out = workloads.load_azure_trace(config.azure_path, start + config.n_online)
+  if arrival.shape[0] < start + config.n_online:
+    raise ValueError(
+      f"hygen: the trace has {arrival.shape[0]} rows, need {start + config.n_online}"
+    )
+  sl = slice(start, start + config.n_online)
+  times = arrival[sl] - arrival[start]
+  times = np.maximum(times, 1e-6)  # the first row arrives just after t0
+  return workloads.make_requests(
+    None, times, prompt[sl], out[sl], slo_ttft=config.slo_ttft, slo_tbt=config.slo_tbt
+  )
+
+
+def _workload(config, seed, online, kinds=("summarisation",)):
+  rng = np.random.default_rng(1000 + seed)
+  sizes = {"summarisation": config.n_summary, "mmlu": config.n_mmlu}
+  pools = [workloads.offline_pool(rng, sizes[k], k) for k in kinds]
+  order = None
+  if "mmlu" in kinds:
+    pid = np.concatenate([p["prefix_id"] for p in pools])
+    order = hygen.psm_order(pid)
+  return workloads.co_locate(online, *pools, order=order)
+
+
+def _base_params(config, coef, num_blocks):
+  return ls.EnvParams(
+    token_budget=config.token_budget,
+    max_seqs=config.max_seqs,
+    num_blocks=num_blocks,
+    noise_sigma=config.noise_sigma,
+    offline_slots=config.offline_slots,
+    time_coef=coef,
+  )
+
+
+def _sweep(env, lanes_env, lanes_pp, wl, config):
+  keys = jnp.stack([jax.random.key(0)] * len(lanes_env))
+  state, _ = sim.sweep(
+    env,
+    hygen.hygen(),
+    sim.stack(lanes_env),
+    sim.stack(lanes_pp),
+    keys,
+    wl,
+    chunk_steps=config.chunk_steps,
+  )
+  return jax.device_get(state)
+
+
+def _arrival_scale(env, config, online, params, coef_fit):
+  """The arrival scale giving `target_util` busy time per second of arrival window to the
+  online-only engine (one sweep over a geometric grid, interpolated in log scale)."""
+  scales = np.geomspace(0.05, 8.0, 12)
+  lanes = [params.replace(arrival_scale=float(s), offline_slots=0) for s in scales]
+  pp = [hygen.params(params, coef_fit)] * len(lanes)
+  state = _sweep(env, lanes, pp, online, config)
+  # busy time over the arrival window: the engine's load (above 1 when it cannot keep up)
+  util = np.asarray(state.busy_time) / (float(online.arrival[-1]) / scales)
+  target = config.target_util
+  if target <= util[0]:
+    scale = scales[0]
+  elif target >= util[-1]:
+    scale = scales[-1]
+  else:
+    scale = float(np.exp(np.interp(target, util, np.log(scales))))
+  return float(scale), dict(zip(scales.tolist(), util.tolist(), strict=True))
+
+
+def run(config, workdir):
+  """Runs the HyGen reproduction; writes metrics.jsonl, results.json, PNGs; returns the summary."""
+  os.makedirs(workdir, exist_ok=True)
+  writer = MetricWriter(workdir)
+  writer.write_config(config)
+  start = time.perf_counter()
+  true_coef = timing.get_preset(config.model)
+  num_blocks = timing.kv_blocks_capacity(true_coef, 80e9)
+  env = ls.make(ls.EnvConfig(n_slots=config.n_slots, admit_max=config.admit_max, macro_steps=16))
+  base = _base_params(config, true_coef, num_blocks)
+
+  # 1. predictor: fitted on the env's own time model with 2% noise; held-out MAPE
+  key = jax.random.key(0)
+  coef = hygen.fit_predictor(key, base, config.predictor_batches, noise_sigma=config.noise_sigma)
+  batches = hygen.draw_batches(key, base, config.predictor_batches, noise_sigma=config.noise_sigma)
+  _, held = hygen.split_holdout(batches)
+  summary = {"mape_heldout": hygen.mape(coef, held), "num_blocks": num_blocks}
+  writer.write_scalars(0, {"mape_heldout": summary["mape_heldout"]})
+
+  # 2. load: scale the online arrivals to the target busy fraction
+  online = _online(config, 0)
+  scale, util = _arrival_scale(env, config, online, base, coef)
+  summary.update(arrival_scale=scale, util_curve=util)
+  prof_wl = _workload(config, 0, online)
+  window = float(online.arrival[-1]) / scale
+  params = base.replace(arrival_scale=scale, offline_stop=window)
+
+  # 3. profiles: L for HyGen, the start-rate cap for HyGen* (tau of the headline)
+  grid = hygen.budget_grid(coef, params, config.grid)
+  prof = hygen.profile(
+    env, params, prof_wl, coef, grid, tau=config.tau, chunk_steps=config.chunk_steps
+  )
+  caps = np.geomspace(*config.cap_range, config.grid)
+  cap_prof = hygen.profile(
+    env, params, prof_wl, coef, caps, kind="cap", tau=config.tau, chunk_steps=config.chunk_steps
+  )
+  feasible_l = {}
+  for tau in config.taus:
+    ok = (prof["ttft_p99"] <= (1 + tau) * prof["base"]["ttft_p99"]) & (
+      prof["tbt_mean"] <= (1 + tau) * prof["base"]["tbt_mean"]
+    )
+    feasible_l[float(tau)] = float(grid[np.flatnonzero(ok)[-1]]) if ok.any() else float("nan")
+  summary.update(
+    grid=grid.tolist(),
+    profile_ttft_p99=prof["ttft_p99"].tolist(),
+    profile_tbt_mean=prof["tbt_mean"].tolist(),
+    profile_offline_tokens_s=prof["offline_tokens_s"].tolist(),
+    profile_base=prof["base"],
+    budget=prof["best"],
+    budget_feasible=prof["feasible_any"],
+    feasible_budget_by_tau=feasible_l,
+    cap=cap_prof["best"],
+    cap_feasible=cap_prof["feasible_any"],
+  )
+  logging.info("profiled L = %.4f s, HyGen* cap = %.3f /s", prof["best"], cap_prof["best"])
+
+  # 4. evaluation on a fresh slice of the trace and a fresh pool
+  # The trace is bursty (cv ~ 13): each slice gets its own scale to the same busy fraction.
+  fresh_online = _online(config, config.fresh_seed)
+  fresh = _workload(config, config.fresh_seed, fresh_online)
+  scale, _ = _arrival_scale(env, config, fresh_online, base, coef)
+  summary["fresh_arrival_scale"] = scale
+  window = float(fresh_online.arrival[-1]) / scale
+  params = params.replace(offline_stop=window, arrival_scale=scale)
+  lanes_env = [params.replace(offline_slots=0), params, params, params]
+  lanes_pp = [
+    hygen.params(params, coef),
+    hygen.params(params, coef),
+    hygen.params(params, coef, rate_cap=cap_prof["best"]),
+    hygen.params(params, coef, prof["best"]),
+  ]
+  state = _sweep(env, lanes_env, lanes_pp, fresh, config)
+  rows = {}
+  for i, name in enumerate(POLICIES):
+    out = serving_metrics.lane(state.outputs, i)
+    off_tokens = np.asarray(state.offline_tokens)[i]
+    m = serving_metrics.hybrid_summary(fresh, out, window, off_tokens)
+    m["steps"] = int(np.asarray(state.step)[i])
+    rows[name] = m
+    writer.write_scalars(1 + i, {"policy": name, **m})
+  base_m = rows["sarathi"]
+  for m in rows.values():
+    m["ttft_p99_ratio"] = m["ttft_p99"] / base_m["ttft_p99"]
+    m["tbt_mean_ratio"] = m["tbt_mean"] / base_m["tbt_mean"]
+    m["within_tau"] = bool(
+      m["ttft_p99_ratio"] <= 1 + config.tau and m["tbt_mean_ratio"] <= 1 + config.tau
+    )
+  summary.update(rows=rows, window_s=window)
+
+  # 5. offline tokens/s over time against the online rate (HyGen lane)
+  hy = serving_metrics.lane(state.outputs, POLICIES.index("hygen"))
+  bins, off_rate = serving_metrics.tokens_over_time(fresh, hy, config.bin_s, window, True)
+  arr = fresh_online.arrival / scale
+  online_rps = np.histogram(arr, bins=np.append(bins, bins[-1] + config.bin_s))[0] / config.bin_s
+  summary["timeline"] = {
+    "bins": bins.tolist(),
+    "offline_tokens_s": off_rate.tolist(),
+    "online_rps": online_rps.tolist(),
+    "corr": float(np.corrcoef(off_rate, online_rps)[0, 1]) if len(bins) > 2 else float("nan"),
+  }
+  summary["psm"] = "not run: needs prefix sharing (prefix_id/prefix_len) in the env"
+  summary["wall_s"] = time.perf_counter() - start
+  writer.write_json("results.json", summary)
+  summary["figures"] = _plots(workdir, config, summary)
+  writer.close()
+  return summary
+
+
+def _plots(workdir, config, summary):
+  figs = {}
+  taus = sorted(summary["feasible_budget_by_tau"])
+  figs["budget_vs_tau"] = plots.line_plot(
+    os.path.join(workdir, "hygen_budget_vs_tau.png"),
+    [100 * t for t in taus],
+    {"largest feasible L (ms)": [1e3 * summary["feasible_budget_by_tau"][t] for t in taus]},
+    xlabel="tolerance tau (%)",
+    ylabel="L (ms)",
+    title="Feasible latency budget vs tolerance",
+  )
+  figs["profile"] = plots.line_plot(
+    os.path.join(workdir, "hygen_profile.png"),
+    [1e3 * g for g in summary["grid"]],
+    {
+      "online P99 TTFT / online-only": np.asarray(summary["profile_ttft_p99"])
+      / summary["profile_base"]["ttft_p99"],
+      "online mean TBT / online-only": np.asarray(summary["profile_tbt_mean"])
+      / summary["profile_base"]["tbt_mean"],
+    },
+    xlabel="latency budget L (ms)",
+    ylabel="ratio to online-only",
+    title="SLO-aware profile (one vmapped sweep)",
+    logx=True,
+  )
+  rows = summary["rows"]
+  figs["throughput"] = plots.bar_plot(
+    os.path.join(workdir, "hygen_offline_throughput.png"),
+    list(POLICIES),
+    [rows[p]["offline_tokens_s"] for p in POLICIES],
+    ylabel="offline tokens/s",
+    title="Offline throughput on a fresh trace slice",
+  )
+  tl = summary["timeline"]
+  figs["timeline"] = plots.custom_plot(
+    os.path.join(workdir, "hygen_offline_over_time.png"),
+    lambda ax: _timeline(ax, tl, config),
+  )
+  return figs
+
+
+def _timeline(ax, tl, config):
+  ax.plot(tl["bins"], tl["offline_tokens_s"], "o-", label="HyGen offline tokens/s")
+  ax.set_xlabel(f"time (s, {config.bin_s:g} s bins)")
+  ax.set_ylabel("offline tokens/s")
+  twin = ax.twinx()
+  twin.plot(tl["bins"], tl["online_rps"], "s--", color="tab:red", label="online req/s")
+  twin.set_ylabel("online requests/s")
+  ax.set_title("Offline work fills the online troughs")
+  ax.legend(loc="upper left")
+  twin.legend(loc="upper right")
+
+
+def report_markdown(summary, config) -> str:
+  """The report section for reproduce.py."""
+  rows = summary["rows"]
+  tau = config.tau
+  lines = [
+    "## HyGen: online/offline co-location",
+    "",
+    f"Online: {config.n_online} requests of "
+    + ("the Azure LLM 2023 code trace" if config.online == "azure" else "Azure-like draws")
+    + f", arrivals scaled by "
+    f"{summary['arrival_scale']:.2f} (target {config.target_util:.0%} busy time online-only); "
+    f"offline: summarisation-like pool from t0, quota {config.offline_slots} slots; "
+    f"{config.model} roofline with {config.noise_sigma:.0%} noise, chunk {config.token_budget}, "
+    f"batch {config.max_seqs}. Profiled on slice 0, evaluated on slice {config.fresh_seed} "
+    f"(a fresh workload) over its online window of {summary['window_s']:.0f} s.",
+    "",
+    f"Predictor MAPE on held-out batches: {100 * summary['mape_heldout']:.2f}% (paper 1.78% on "
+    "measured Llama2-7B batches; our roofline's max(compute, memory) kink and prefill attention "
+    "term lie outside the 6-feature form, and the labels carry 2% noise).",
+    "",
+    "Largest feasible L by tolerance (P99 TTFT and mean TBT within (1 + tau) of online-only): "
+    + ", ".join(
+      f"tau {100 * float(t):g}%: {1e3 * v:.1f} ms"
+      for t, v in sorted(summary["feasible_budget_by_tau"].items())
+    )
+    + f". HyGen* cap at tau {100 * tau:g}%: {summary['cap']:.3f} offline starts/s.",
+    "",
+    "| policy | offline tok/s | overall tok/s | online P99 TTFT (s) | x online-only | online mean "
+    "TBT (ms) | x online-only | within tau |",
+    "|---|---|---|---|---|---|---|---|",
+  ]
+  for p in POLICIES:
+    m = rows[p]
+    lines.append(
+      f"| {p} | {m['offline_tokens_s']:,.0f} | {m['overall_tokens_s']:,.0f} | "
+      f"{m['ttft_p99']:.3f} | {m['ttft_p99_ratio']:.2f} | {1e3 * m['tbt_mean']:.1f} | "
+      f"{m['tbt_mean_ratio']:.2f} | {'yes' if m['within_tau'] else 'no'} |"
+    )
+  lines += ["", *_notes(summary, config)]
+  for key, fig in summary.get("figures", {}).items():
+    lines.append(f"\n![{key}]({os.path.basename(fig)})")
+  return "\n".join(lines) + "\n"
+
+
+def _notes(summary, config):
+  rows = summary["rows"]
+  hy, star, pp, on = rows["hygen"], rows["hygen*"], rows["sarathi++"], rows["sarathi"]
+  ratio = hy["offline_tokens_s"] / max(star["offline_tokens_s"], 1e-9)
+  overall = hy["overall_tokens_s"] / max(on["overall_tokens_s"], 1e-9)
+  notes = [
+    "Paper (serving.md 3.5, 6): Sarathi++ fastest but over the SLO; HyGen within tolerance at "
+    "several x HyGen*'s offline throughput; overall throughput above online-only (3.87x).",
+    "",
+    f"Measured: HyGen / HyGen* offline throughput {ratio:.2f}x; HyGen overall / online-only "
+    f"{overall:.2f}x; Sarathi++ P99 TTFT {pp['ttft_p99_ratio']:.2f}x and mean TBT "
+    f"{pp['tbt_mean_ratio']:.2f}x online-only; HyGen "
+    f"{'stays' if hy['within_tau'] else 'does not stay'} within tau = {config.tau:.0%} on the "
+    "fresh slice.",
+  ]
+  top_l = summary["budget"] >= max(summary["grid"])
+  top_cap = summary["cap"] >= config.cap_range[1]
+  if top_l or top_cap:
+    base = summary["profile_base"]
+    worst_tbt = max(summary["profile_tbt_mean"]) / base["tbt_mean"]
+    notes.append(
+      f"- On the profiling slice even the largest grid value stays within tau (mean TBT at most "
+      f"{worst_tbt:.2f}x online-only; online P99 TTFT {base['ttft_p99']:.1f} s is set by the "
+      "trace's bursts, not by offline work), so the profile picks the top of the grid"
+      + (" for L" if top_l else "")
+      + (" and for the cap" if top_cap else "")
+      + ": HyGen and HyGen* then run like Sarathi++. The bursty trace (cv ~ 13) makes slices "
+      "differ; the fresh slice reacts more to offline work than the profiling slice did."
+    )
+  elif ratio < 2.0:
+    notes.append(
+      "- HyGen's lead over HyGen* is smaller than the paper's: the cap and L are profiled on "
+      "the same grid and slice, and our summarisation pool has no prefix reuse."
+    )
+  if overall < 2.0:
+    notes.append(
+      "- The overall gain over online-only is bounded by the online share: the Azure code trace "
+      "is prefill-heavy (mean prompt 2k, output 28 tokens), so online tokens are already a large "
+      "part of the engine's capacity at the target utilisation."
+    )
+  notes.append(
+    f"- Offline tokens/s vs online req/s per {config.bin_s:g} s bin: correlation "
+    f"{summary['timeline']['corr']:.2f} (negative: offline fills the troughs)."
+  )
+  notes.append(f"- PSM vs FCFS offline order: {summary['psm']}.")
+  return notes

@@ -1,0 +1,25 @@
+"""The HyGen reproduction at its smoke size: runs, writes its figures and a report table."""
+
+import os
+import re
+
+from jaxsys.launch import hygen
+from jaxsys.launch.configs.serving import hygen_colocation
+
+
+def test_hygen_smoke_writes_report(tmp_path):
+  config = hygen_colocation.get_config("smoke")
+  summary = hygen.run(config, str(tmp_path))
+  assert 0.0 < summary["mape_heldout"] < 0.08
+  rows = summary["rows"]
+  assert set(rows) == set(hygen.POLICIES)
+  # online-only runs no offline work; co-located policies do
+  assert rows["sarathi"]["offline_tokens_s"] == 0.0
+  assert rows["sarathi++"]["offline_tokens_s"] > 0.0
+  text = hygen.report_markdown(summary, config)
+  assert "## HyGen" in text and "| hygen |" in text and "| hygen* |" in text
+  figures = re.findall(r"\]\(([^)]+\.png)\)", text)
+  assert len(figures) >= 4
+  for fig in figures:
+    assert os.path.getsize(tmp_path / fig) > 1000, fig
+  assert (tmp_path / "metrics.jsonl").exists() and (tmp_path / "results.json").exists()

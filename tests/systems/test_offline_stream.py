@@ -1,0 +1,258 @@
+"""The offline stream (HyGen co-location): jitted env == reference on mixed workloads, and
+conservation invariants. The three property tests (60 random mixed workloads, ~55 s) are marked
+slow; the rest takes ~55 s on a 2-core CPU."""
+
+from __future__ import annotations
+
+import functools
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import pytest
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
+
+from jaxsys.lib import sim
+from jaxsys.scheduling import baselines, hygen
+from jaxsys.systems import llm_serving as ls
+from jaxsys.systems import llm_serving_reference as reference
+from jaxsys.systems import workloads
+from tests.systems.serving_fixtures import mixed_workload, small_params, small_workload
+
+ENV = {m: ls.make(ls.EnvConfig(n_slots=24, admit_max=3, macro_steps=m)) for m in (1, 16)}
+# A predictor in seconds, roughly Llama-3.1-8B on an A100 (the decisions only need it fixed).
+COEF = np.array([0.012, 8.0e-5, 2.0e-9, 1.0e-3, 1.5e-4, 9.0e-8])
+POLICIES = {
+  "fcfs": baselines.fcfs(),
+  "sarathi": baselines.sarathi(),
+  "hygen": hygen.hygen(window=8),
+}
+
+
+@functools.lru_cache(maxsize=4)
+def _noise(n_steps, seed):
+  key = jax.random.key(seed)
+  draw = lambda s: jax.random.normal(jax.random.fold_in(key, s), dtype=jnp.float64)  # noqa: E731
+  return np.asarray(jax.jit(jax.vmap(draw))(jnp.arange(n_steps)))
+
+
+def _run_both(name, wl, params, macro, seed, pp=None):
+  env = ENV[macro]
+  policy = POLICIES[name]
+  pparams = () if name != "hygen" else hygen.params(params, COEF, **(pp or {}))
+  state, _ = sim.rollout(env, policy, params, pparams, jax.random.key(seed), wl, chunk_steps=200)
+  ref_pp = dict(coef=COEF, window=8, **(pp or {})) if name == "hygen" else {}
+  ref = reference.simulate(
+    wl, env.config, params, name, ref_pp, eps=_noise(20_000, seed), max_steps=20_000
+  )
+  return state, ref
+
+
+def _assert_same(state, ref, wl, label):
+  out = jax.tree.map(np.asarray, state.outputs)
+  assert int(state.n_finished) == wl.n_total == ref["n_finished"], label
+  assert int(state.n_dropped) == ref["n_dropped"], label
+  assert float(state.offline_tokens) == ref["offline_tokens"], label
+  for field in ("finish_t", "ttft", "tbt_max", "release"):
+    np.testing.assert_allclose(
+      getattr(out, field), ref[field], rtol=1e-9, atol=1e-9, err_msg=f"{label} {field}"
+    )
+  np.testing.assert_array_equal(out.n_preempt, ref["n_preempt"], err_msg=label)
+
+
+SETTINGS = settings(max_examples=20, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+CASES = dict(
+  seed=st.integers(0, 100_000),
+  blocks=st.integers(60, 400),
+  budget=st.integers(16, 400),
+  sigma=st.sampled_from([0.0, 0.3]),
+  macro=st.sampled_from([1, 16]),
+  quota=st.integers(0, 6),
+  stop=st.sampled_from([np.inf, 0.3, 1.0]),
+  scale=st.sampled_from([0.5, 1.0, 2.0]),
+)
+
+
+def _case(seed, blocks, budget, sigma, quota, stop, scale):
+  wl = mixed_workload(seed)
+  if quota == 0 and not np.isfinite(stop):
+    stop = 0.5  # with no quota the pool only ends by the drop
+  params = small_params(
+    num_blocks=blocks,
+    token_budget=budget,
+    max_seqs=4,
+    noise_sigma=sigma,
+    offline_slots=quota,
+    offline_stop=stop,
+    arrival_scale=scale,
+  )
+  return wl, params
+
+
+@pytest.mark.slow
+@SETTINGS
+@given(**CASES)
+def test_fcfs_mixed_matches_reference(seed, blocks, budget, sigma, macro, quota, stop, scale):
+  wl, params = _case(seed, blocks, budget, sigma, quota, stop, scale)
+  state, ref = _run_both("fcfs", wl, params, macro, seed)
+  _assert_same(state, ref, wl, "fcfs")
+
+
+@pytest.mark.slow
+@SETTINGS
+@given(**CASES)
+def test_sarathi_mixed_matches_reference(seed, blocks, budget, sigma, macro, quota, stop, scale):
+  wl, params = _case(seed, blocks, budget, sigma, quota, stop, scale)
+  state, ref = _run_both("sarathi", wl, params, macro, seed)
+  _assert_same(state, ref, wl, "sarathi")
+
+
+@pytest.mark.slow
+@SETTINGS
+@given(
+  **CASES,
+  budget_s=st.sampled_from([np.inf, 0.0, 0.02, 0.05, 0.2]),
+  cap=st.sampled_from([np.inf, 5.0, 50.0]),
+)
+def test_hygen_mixed_matches_reference(
+  seed, blocks, budget, sigma, macro, quota, stop, scale, budget_s, cap
+):
+  wl, params = _case(seed, blocks, budget, sigma, quota, stop, scale)
+  if budget_s == 0.0 and not np.isfinite(stop):
+    stop = 1.0  # offline never runs: only the drop ends it
+    params = params.replace(offline_stop=stop)
+  pp = dict(latency_budget=budget_s, rate_cap=cap)
+  state, ref = _run_both("hygen", wl, params, macro, seed, pp)
+  _assert_same(state, ref, wl, f"hygen L={budget_s} cap={cap}")
+
+
+def test_no_offline_quota_keeps_the_online_stream():
+  """Quota 0: the offline rows are dropped at offline_stop and the online requests run exactly
+  as in the online-only workload."""
+  seed = 3
+  wl = mixed_workload(seed)
+  online = small_workload(seed, n=14, rate=30.0, dag_jobs=1)
+  params = small_params(num_blocks=200, max_seqs=4, offline_slots=0, offline_stop=0.0)
+  env = ENV[1]
+  both, _ = sim.rollout(env, POLICIES["sarathi"], params, (), jax.random.key(0), wl)
+  alone, _ = sim.rollout(env, POLICIES["sarathi"], params, (), jax.random.key(0), online)
+  n_on = online.n_total
+  assert int(both.n_dropped) == wl.n_total - n_on
+  np.testing.assert_array_equal(
+    np.asarray(both.outputs.finish_t)[:n_on], np.asarray(alone.outputs.finish_t)
+  )
+  assert np.all(np.isnan(np.asarray(both.outputs.finish_t)[n_on:]))
+
+
+def test_arrival_scale_scales_online_only():
+  wl = mixed_workload(5)
+  n_on = wl.n_online
+  params = small_params(num_blocks=400, max_seqs=4, arrival_scale=2.0)
+  state, _ = sim.rollout(ENV[1], POLICIES["fcfs"], params, (), jax.random.key(0), wl)
+  release = np.asarray(state.outputs.release)
+  plain = (np.arange(wl.n_total) < n_on) & (wl.job_id < 0)  # DAG nodes: released later
+  np.testing.assert_allclose(release[plain], wl.arrival[plain] * 0.5)
+  off = np.arange(wl.n_total) >= n_on
+  # an offline row is released at its availability time, unscaled
+  np.testing.assert_allclose(release[off], wl.arrival[off])
+
+
+def test_hygen_zero_budget_is_online_sarathi():
+  """With L = 0 no offline token ever runs; the online requests see plain Sarathi."""
+  seed = 11
+  wl = mixed_workload(seed, dag_jobs=0)
+  online = small_workload(seed, n=14, rate=30.0, dag_jobs=0)
+  params = small_params(num_blocks=400, max_seqs=4, offline_stop=2.0)
+  pp = hygen.params(params, COEF, latency_budget=0.0)
+  both, _ = sim.rollout(ENV[1], POLICIES["hygen"], params, pp, jax.random.key(0), wl)
+  alone, _ = sim.rollout(ENV[1], POLICIES["sarathi"], params, (), jax.random.key(0), online)
+  np.testing.assert_allclose(
+    np.asarray(both.outputs.finish_t)[: online.n_total], np.asarray(alone.outputs.finish_t)
+  )
+  assert int(both.n_dropped) == wl.n_total - online.n_total
+
+
+def _step_invariants(before, after, params, wl):
+  sl = after.slots
+  live = sl.wid >= 0
+  finished = jnp.isfinite(after.outputs.finish_t)
+  wid_sorted = jnp.sort(jnp.where(live, sl.wid, -1 - jnp.arange(sl.wid.shape[0])))
+  off_live = jnp.sum(live & (sl.cls == ls.OFFLINE))
+  admitted = after.online_ptr + (after.offline_ptr - after.online_end) - after.n_dropped
+  checks = {
+    "blocks conserved": jnp.sum(sl.kv_blocks) + after.free_blocks == params.num_blocks,
+    "tokens within the budget": after.tokens - before.tokens
+    <= params.token_budget * (after.step - before.step),
+    "offline quota": off_live <= params.offline_slots,
+    "no request twice in the table": jnp.all(wid_sorted[1:] != wid_sorted[:-1]),
+    "finished once": jnp.sum(finished) + after.n_dropped == after.n_finished,
+    "no request lost": jnp.sum(finished) + jnp.sum(live) == admitted,
+    "online pointer in its stream": after.online_ptr <= after.online_end,
+  }
+  return jnp.stack(list(checks.values())), list(checks)
+
+
+def _check_invariants(macro, name):
+  wl = mixed_workload(21, n_offline=16)
+  params = small_params(num_blocks=120, max_seqs=4, offline_slots=3, offline_stop=1.5)
+  env, policy = ENV[macro], POLICIES[name]
+  pp = () if name == "sarathi" else hygen.params(params, COEF, latency_budget=0.05)
+  wl = jax.device_put(wl)  # closed over by the jitted step: device arrays, not numpy
+
+  @jax.jit
+  def one(state, pstate):
+    key = jax.random.fold_in(state.key, state.step)
+    action, pstate = policy.act(key, pstate, env.observe(state), pp)
+    after = env.step(key, state, action, params, wl)
+    return after, pstate, _step_invariants(state, after, params, wl)[0]
+
+  state = env.init(jax.random.key(0), params, wl)
+  pstate = policy.init(pp, env.observe(state))
+  names = _step_invariants(state, state, params, wl)[1]
+  for _ in range(3000):
+    state, pstate, ok = one(state, pstate)
+    ok = np.asarray(ok)
+    assert ok.all(), [n for n, v in zip(names, ok, strict=True) if not v]
+    if int(state.n_finished) == wl.n_total:
+      break
+  assert int(state.n_finished) == wl.n_total
+  done = np.isfinite(np.asarray(state.outputs.finish_t))
+  assert done.sum() + int(state.n_dropped) == wl.n_total
+
+
+def test_conservation_invariants():
+  _check_invariants(1, "sarathi")
+  _check_invariants(16, "hygen")
+
+
+def test_token_conservation_without_preemption():
+  """Ample KV: every finished request cost exactly prompt + out_len - 1 tokens of compute."""
+  wl = mixed_workload(8, n_offline=12)
+  params = small_params(num_blocks=5000, max_seqs=4, offline_slots=4)
+  state, _ = sim.rollout(ENV[16], POLICIES["sarathi"], params, (), jax.random.key(0), wl)
+  assert int(state.n_finished) == wl.n_total and int(state.n_dropped) == 0
+  assert int(np.asarray(state.outputs.n_preempt).sum()) == 0
+  want = float(np.sum(wl.prompt_len.astype(np.int64) + wl.out_len - 1))
+  assert float(state.tokens) == want
+
+
+def test_validate_offline_rows():
+  wl = mixed_workload(2)
+  cls = wl.cls.copy()
+  cls[0] = workloads.OFFLINE
+  try:
+    workloads.validate(wl.replace(cls=cls))
+  except ValueError as e:
+    assert "offline rows must follow" in str(e)
+  else:
+    raise AssertionError("an offline row among the online ones was accepted")
+  plen = wl.prefix_len.copy()
+  i = int(np.flatnonzero(wl.prefix_id >= 0)[0])
+  plen[i] = wl.prompt_len[i]
+  try:
+    workloads.validate(wl.replace(prefix_len=plen))
+  except ValueError as e:
+    assert "prefix_len" in str(e)
+  else:
+    raise AssertionError("a prefix as long as the prompt was accepted")
