@@ -79,6 +79,50 @@ for name, g in gains.items():
 plt.xlabel("arrival-rate multiplier"); plt.ylabel("service gain"); plt.yscale("log"); plt.legend()
 plt.show()""",
   ),
+  (
+    "md",
+    """## DiSCo: a device and a server racing for the first token
+`systems.edge_cloud` simulates each request on a phone-like device and a cloud server (TTFT,
+token stream, cost, migration); `scheduling.disco` calibrates the wait-time dispatch for a
+device budget and sweeps every budget in one vmap.""",
+  ),
+  (
+    "code",
+    """from jaxsys.scheduling import disco
+from jaxsys.systems import edge_cloud as ec
+
+rng = np.random.default_rng(0)
+prompts = workloads.lognormal_lengths(rng, 2000, 55, 0.5, 1024)  # question-sized chat prompts
+test = ec.make_workload(rng, prompts[:1000], 1000, rate=1.0, out_median=150.0, max_out=512)
+calib = ec.make_workload(rng, prompts[1000:], 1000, rate=1.0, out_median=150.0, max_out=512)
+p = ec.EnvParams(device=ec.DeviceParams(), server=ec.ServerParams())
+budgets = [0.1, 0.3, 0.5, 0.7, 0.9]
+wait = disco.calibrate_wait(p, calib, budgets)  # w(l) per budget, from one vmapped grid
+res = jax.vmap(ec.summarize)(disco.sweep(p, test, disco.POLICIES["disco_wait"], wait))
+plt.plot(budgets, res["ttft_mean"], marker="o", label="mean")
+plt.plot(budgets, res["ttft_p99"], marker="o", label="P99")
+plt.xlabel("device budget (share of prompt tokens)"); plt.ylabel("TTFT (s)"); plt.legend()
+plt.show()""",
+  ),
+  (
+    "md",
+    """## EchoLM: an in-context cache of past requests
+`systems.context_cache` keeps (embedding, response, quality) rows, retrieves the top-k, picks
+examples by utility under a token cap and evicts the least useful; a whole request stream is
+one `lax.scan`, and a sweep over the cache size one vmap.""",
+  ),
+  (
+    "code",
+    """from jaxsys.systems import context_cache as cc
+
+config = cc.CacheConfig(capacity=256, dim=64)
+stream = cc.random_stream(np.random.default_rng(0), config, 2000, n_topics=32)
+sizes = [16, 64, 256]
+caches, outs = cc.sweep(config, sim.stack([cc.CacheParams(active=s) for s in sizes]),
+                        cc.init(config, jnp.float64), stream)
+for size, n in zip(sizes, np.asarray(outs.n_chosen).mean(axis=1)):
+  print(f"cache of {size:4d} rows: {n:.2f} in-context examples per request")""",
+  ),
 ]
 
 
