@@ -201,27 +201,38 @@ def routellm_stats(path):
 
 
 def make_stream(config, rng, base_emb, base_prompt, base_out, w_rl=None):
-  """N requests: a Zipf-popular base question, verbatim (share p_exact) or paraphrased."""
+  """N requests: a new question (share p_novel), else a Zipf-popular base question, verbatim
+  (share p_exact of those) or paraphrased.
+
+  A new question is a random direction (no earlier request near it) with a base question's
+  lengths and its own difficulty [R]; `p_novel` sets the share of requests without a similar
+  earlier one, which the paper measures (30-40%).
+  """
   n_base, d = base_emb.shape
+  n = config.n_requests
   perm = rng.permutation(n_base)
-  j = perm[(rng.zipf(config.zipf, config.n_requests) - 1) % n_base]
-  exact = rng.random(config.n_requests) < config.p_exact
-  noise = rng.standard_normal((config.n_requests, d)) * config.paraphrase / np.sqrt(d)
+  j = perm[(rng.zipf(config.zipf, n) - 1) % n_base]
+  exact = rng.random(n) < config.p_exact
+  novel = rng.random(n) < config.p_novel
+  exact &= ~novel
+  noise = rng.standard_normal((n, d)) * config.paraphrase / np.sqrt(d)
   emb = base_emb[j] + np.where(exact[:, None], 0.0, noise)
+  emb = np.where(novel[:, None], rng.standard_normal((n, d)), emb)
   emb /= np.linalg.norm(emb, axis=1, keepdims=True)
   difficulty = rng.normal(0.0, config.difficulty_sigma, n_base)
+  own_difficulty = rng.normal(0.0, config.difficulty_sigma, n)
   # a paraphrase is another question (its own id): only verbatim repeats share an answer
-  src = np.where(exact, j, n_base + np.arange(config.n_requests)).astype(np.int32)
+  src = np.where(exact, j, n_base + np.arange(n)).astype(np.int32)
   stream = el.Stream(
     emb=emb.astype(np.float32),
     prompt_len=base_prompt[j].astype(np.int32),
     out_len=base_out[j].astype(np.int32),
-    arrival=np.cumsum(rng.exponential(1.0, config.n_requests)),
+    arrival=np.cumsum(rng.exponential(1.0, n)),
     src=src,
-    difficulty=difficulty[j],
-    rl_score=np.zeros(config.n_requests),
-    u_quality=rng.random(config.n_requests),
-    u_replay=rng.random((config.n_requests, 1)),
+    difficulty=np.where(novel, own_difficulty, difficulty[j]),
+    rl_score=np.zeros(n),
+    u_quality=rng.random(n),
+    u_replay=rng.random((n, 1)),
   )
   return stream, difficulty
 
@@ -590,7 +601,8 @@ def report_markdown(summary, config) -> str:
   info = summary["sim"]
   lines += [
     f"Simulated part: {config.n_requests} requests, Zipf({config.zipf}) popular questions, "
-    f"{config.p_exact:.0%} verbatim repeats, paraphrases at similarity ~"
+    f"{config.p_novel:.0%} new questions, {config.p_exact:.0%} of the rest verbatim repeats, "
+    f"paraphrases at similarity ~"
     f"{1 / np.sqrt(1 + config.paraphrase**2):.2f} (measured share with a neighbour >= 0.8: "
     f"{info['frac_neighbour_ge_0.8']:.2f}); small tier {config.small_model}, large "
     f"{config.large_model} on {config.large_tp} GPUs (roofline); large-only fluid capacity "

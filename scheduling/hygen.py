@@ -4,14 +4,17 @@ Online requests (trace arrivals, TTFT/TBT SLOs) and an offline pool (class OFFLI
 only) share one Sarathi engine (`systems/llm_serving`, offline stream under `offline_slots`).
 Pieces:
 
-- a batch-latency predictor, linear in `[1, S_p, S_p^2, N_p, N_d, S_d]` and fitted by least
-  squares to the env's own time model with 2% noise (`fit_predictor`, `mape`);
+- a batch-latency predictor on `[1, S_p, S_p^2, N_p, N_d, S_d]`, piecewise [R]: decode-only
+  batches and batches holding prefill get separate coefficients (DistServe's split), each the max
+  of two affine rows (the roofline's compute/memory kink), fitted by least squares to the env's
+  own time model with 2% noise (`fit_predictor`, `mape`);
 - the two-phase scheduler (`hygen()`): phase 1 a Sarathi fill of the online requests; phase 2
   offline decodes, then offline prefill chunks in the offline stream order, the longest prefix
   whose predicted batch time stays within `L` (cumulative feature increments, the last chunk
   cut); `L = inf` is Sarathi++ and a finite `rate_cap` on offline starts is HyGen*;
-- the SLO-aware profiler (`profile`): one vmapped sweep over a grid of `L` (or of the cap) plus
-  an online-only lane, the largest value keeping online P99 TTFT and mean TBT within `tau`;
+- the SLO-aware profiler (`profile`): one vmapped sweep over several profiling slices x (a grid
+  of `L` or of the cap, plus an online-only lane), the largest value keeping online P99 TTFT and
+  mean TBT within `tau` on every slice;
 - PSM order (`psm_order`): offline prompts grouped by shared prefix on the host, largest group
   first, so that shared prefixes run back to back.
 
@@ -41,6 +44,7 @@ from jaxsys.systems import timing
 _TIER = 2.0**22  # Sarathi tier offset (exact in float32 next to queue positions)
 _OFFLINE_SHIFT = 2.0**24  # offline priorities sit below every online one
 N_FEATURES = 6  # [1, S_p, S_p^2, N_p, N_d, S_d]
+COEF_SHAPE = (2, 2, N_FEATURES)  # (decode-only | with prefill) x (two affine rows) x features
 OFFLINE_WINDOW = 32  # offline candidates phase 2 considers per iteration [R]
 
 
@@ -60,14 +64,36 @@ def predictor_columns(f: timing.Features) -> jnp.ndarray:
   return jnp.stack([jnp.asarray(c, jnp.float64) for c in cols], axis=-1)
 
 
+def as_piecewise(coef) -> jnp.ndarray:
+  """coef as f64[2, 2, 6] (piece x row x feature); a single linear form f64[6] is broadcast
+  (every row equal: the plain HyGen predictor)."""
+  coef = jnp.asarray(coef, jnp.float64)
+  if coef.shape == (N_FEATURES,):
+    return jnp.broadcast_to(coef, COEF_SHAPE)
+  if coef.shape != COEF_SHAPE:
+    raise ValueError(f"predictor coef: shape {coef.shape}, want {COEF_SHAPE} or ({N_FEATURES},)")
+  return coef
+
+
+def _affine(c, n_p, n_d, s_p, s_d):
+  # summed in this order (the reference sums alike, so decisions at the budget agree)
+  t = c[0] + c[1] * s_p
+  t = t + c[2] * (s_p * s_p)
+  t = t + c[3] * n_p
+  t = t + c[4] * n_d
+  return t + c[5] * s_d
+
+
 def predict(coef, n_p, n_d, s_p, s_d):
-  """Predicted batch time (s): `c0 + c1 S_p + c2 S_p^2 + c3 N_p + c4 N_d + c5 S_d`, summed in
-  this order (the reference sums alike, so decisions at the budget agree)."""
-  t = coef[0] + coef[1] * s_p
-  t = t + coef[2] * (s_p * s_p)
-  t = t + coef[3] * n_p
-  t = t + coef[4] * n_d
-  return t + coef[5] * s_d
+  """Predicted batch time (s) [R, piecewise in the DistServe manner]: piece 0 for decode-only
+  batches (`n_p == 0`), piece 1 for batches holding prefill; within a piece the max of two
+  affine rows `c0 + c1 S_p + c2 S_p^2 + c3 N_p + c4 N_d + c5 S_d` (a compute-bound and a
+  memory-bound regime: the roofline's max() kink). `coef`: f64[2, 2, 6] or f64[6] (one form)."""
+  c = as_piecewise(coef)
+  row = lambda i, r: _affine(c[i, r], n_p, n_d, s_p, s_d)  # noqa: E731
+  dec = jnp.maximum(row(0, 0), row(0, 1))
+  pre = jnp.maximum(row(1, 0), row(1, 1))
+  return jnp.where(jnp.asarray(n_p) > 0, pre, dec)
 
 
 def draw_batches(
@@ -93,14 +119,40 @@ def draw_batches(
   return Batches(f, t * noise)
 
 
-@jax.jit
-def _lstsq(f: timing.Features, t):
+def _wlstsq(x, t, w):
   # Rows weighted by 1/t: least squares on the relative error, so that 20 ms decode steps count
-  # as much as 300 ms prefills (MAPE is what the budget check needs).
-  x = predictor_columns(f) / t[:, None]
-  scale = jnp.maximum(jnp.linalg.norm(x, axis=0), 1e-30)
-  sol, *_ = jnp.linalg.lstsq(x / scale, jnp.ones_like(t))
+  # as much as 300 ms prefills (MAPE is what the budget check needs); w in {0, 1} selects rows.
+  a = x / t[:, None] * w[:, None]
+  scale = jnp.maximum(jnp.linalg.norm(a, axis=0), 1e-30)
+  sol, *_ = jnp.linalg.lstsq(a / scale, w)
   return sol / scale
+
+
+@functools.partial(jax.jit, static_argnames="iters")
+def _max_affine(x, t, member, iters: int = 30):
+  """Two affine rows f64[2, 6] whose max fits t on the rows `member` (relative error).
+
+  [R] Alternating fit of a max-affine model (Magnani & Boyd 2009): assign each batch to the row
+  predicting more, refit both rows by least squares; started from three splits (S_p above its
+  median, S_d above its median, above the one-row fit), the one with the least training
+  relative error wins (fixed shapes: every start runs `iters` rounds)."""
+  w = member.astype(jnp.float64)
+  one = _wlstsq(x, t, w)
+  med = lambda v: jnp.nanmedian(jnp.where(member, v, jnp.nan))  # noqa: E731
+  starts = jnp.stack([x[:, 1] > med(x[:, 1]), x[:, 5] > med(x[:, 5]), x @ one < t])
+
+  def fit(split):
+    def body(a, _):
+      rows = jnp.stack([_wlstsq(x, t, w * a), _wlstsq(x, t, w * (1.0 - a))])
+      return ((x @ rows[0]) >= (x @ rows[1])).astype(jnp.float64), None
+
+    a, _ = jax.lax.scan(body, split.astype(jnp.float64), None, length=iters)
+    rows = jnp.stack([_wlstsq(x, t, w * a), _wlstsq(x, t, w * (1.0 - a))])
+    err = jnp.sum(w * jnp.abs(jnp.max(x @ rows.T, axis=1) - t) / t)
+    return rows, err
+
+  rows, err = jax.vmap(fit)(starts)
+  return rows[jnp.argmin(err)]
 
 
 def split_holdout(batches: Batches, holdout: float = 0.2) -> tuple[Batches, Batches]:
@@ -111,6 +163,13 @@ def split_holdout(batches: Batches, holdout: float = 0.2) -> tuple[Batches, Batc
   return take(0, cut), take(cut, n)
 
 
+def fit_batches(batches: Batches) -> jnp.ndarray:
+  """Piecewise predictor coef f64[2, 2, 6] fitted to labelled batches (see `predict`)."""
+  x = predictor_columns(batches.features)
+  pre = jnp.asarray(batches.features.n_p) > 0
+  return jnp.stack([_max_affine(x, batches.time, ~pre), _max_affine(x, batches.time, pre)])
+
+
 def fit_predictor(
   key,
   env_params: ls.EnvParams,
@@ -119,15 +178,16 @@ def fit_predictor(
   noise_sigma: float = 0.02,
   holdout: float = 0.2,
 ) -> jnp.ndarray:
-  """Least-squares predictor coef f64[6] fitted on the first `1 - holdout` of
+  """Predictor coef f64[2, 2, 6] fitted on the first `1 - holdout` of
   `draw_batches(key, env_params, n)`; `split_holdout` of the same draw gives the held-out part."""
   train, _ = split_holdout(draw_batches(key, env_params, n, time_model, noise_sigma), holdout)
-  return _lstsq(train.features, train.time)
+  return fit_batches(train)
 
 
 def mape(coef, batches: Batches) -> float:
   """Mean absolute percentage error of the predictor on labelled batches (a fraction)."""
-  pred = predictor_columns(batches.features) @ jnp.asarray(coef)
+  f = batches.features
+  pred = predict(coef, f.n_p, f.n_d, f.s_p, f.s_d)
   return float(jnp.mean(jnp.abs(pred - batches.time) / batches.time))
 
 
@@ -138,7 +198,7 @@ def mape(coef, batches: Batches) -> float:
 class HyGenParams:
   """Policy numbers (a profiler sweep vmaps over a stack of these)."""
 
-  coef: jnp.ndarray  # f64[6]: predictor on [1, S_p, S_p^2, N_p, N_d, S_d] (s)
+  coef: jnp.ndarray  # f64[2, 2, 6]: piecewise predictor on [1, S_p, S_p^2, N_p, N_d, S_d] (s)
   latency_budget: jnp.ndarray  # f64: L, predicted seconds per batch (inf: Sarathi++)
   rate_cap: jnp.ndarray  # f64: offline starts per second (inf: none; finite: HyGen*)
   starvation: jnp.ndarray  # f64: guard factor, oldest first past this x mean wait (inf: off)
@@ -157,7 +217,7 @@ def params(
   """HyGenParams for one env configuration (coef defaults to zeros: no budget needed)."""
   coef = jnp.zeros((N_FEATURES,), jnp.float64) if coef is None else coef
   return HyGenParams(
-    coef=jnp.asarray(coef, jnp.float64),
+    coef=jnp.array(as_piecewise(coef)),
     latency_budget=jnp.asarray(latency_budget, jnp.float64),
     rate_cap=jnp.asarray(rate_cap, jnp.float64),
     starvation=jnp.asarray(starvation, jnp.float64),
@@ -342,29 +402,32 @@ def _horizon(sl, grant, dec, ok, off, priority, pp):
   """Iterations the same decode batch stays within the budget (bounds a macro-step).
 
   From iteration 2 on every member decodes with context `prefilled + grant + 1`, growing by one
-  per iteration, so each prefix's predicted time grows by `c5` per member and iteration: with
-  M the largest prefix prediction at iteration 2 and N members, iteration u is safe while
-  `M + (u - 2) c5 N <= L` (less a rounding margin). Only matters when the batch is every
-  runnable request (otherwise no macro-step runs)."""
+  per iteration, so under each decode row r (`coef[0, r]`) each prefix's predicted time grows by
+  `c5_r` per member and iteration: with M_r the largest prefix prediction of row r at iteration
+  2 and N members, iteration u is safe while `M_r + (u - 2) c5_r N <= L` for both rows (less a
+  rounding margin). Only matters when the batch is every runnable request (otherwise no
+  macro-step runs)."""
   granted = grant > 0
-  c4, c5 = pp.coef[4], pp.coef[5]
+  rows = pp.coef[0]  # [2, 6]: the decode-only piece
+  c0, c4, c5 = rows[:, 0], rows[:, 4], rows[:, 5]  # [2]
   ctx2 = (sl.prefilled + grant + 1).astype(jnp.float64)
   n_on = jnp.sum(granted & ~off).astype(jnp.float64)
-  base = pp.coef[0] + c4 * n_on + c5 * jnp.sum(jnp.where(granted & ~off, ctx2, 0.0))
+  base = c0 + c4 * n_on + c5 * jnp.sum(jnp.where(granted & ~off, ctx2, 0.0))  # [2]
   # offline members in phase 2 order: decode tier first, then queue order (priority order)
   mem = granted & off
   order_key = jnp.where(mem, priority.astype(jnp.float64), -jnp.inf)
-  inc = jnp.where(mem, c4 + c5 * ctx2, 0.0)
+  inc = jnp.where(mem[:, None], c4[None, :] + c5[None, :] * ctx2[:, None], 0.0)  # [n, 2]
   # prefix sums in that order via the pairwise "no later than" matrix (members are few)
-  ahead = order_key[:, None] >= order_key[None, :]
-  prefix = base + inc @ ahead.astype(jnp.float64)
-  m2 = jnp.maximum(base, jnp.max(jnp.where(mem, prefix, -jnp.inf)))
+  ahead = (order_key[:, None] >= order_key[None, :]).astype(jnp.float64)
+  prefix = base[:, None] + inc.T @ ahead  # [2, n]
+  m2 = jnp.maximum(base, jnp.max(jnp.where(mem[None, :], prefix, -jnp.inf), axis=1))
   n = jnp.sum(granted).astype(jnp.float64)
   lat = pp.latency_budget
   slack = lat - 1e-9 * (1.0 + jnp.abs(lat)) - m2
   steps = jnp.floor(slack / jnp.maximum(c5 * n, 1e-300))
   h = jnp.where(slack < 0, 1.0, 2.0 + jnp.minimum(steps, 1e9))
   h = jnp.where(c5 < 0, 1.0, jnp.where(c5 == 0, jnp.where(slack < 0, 1.0, 1e9), h))
+  h = jnp.min(h)
   unbounded = ~jnp.isfinite(lat) | ~jnp.any(ok & off)
   return jnp.where(unbounded, ls.NO_LIMIT, jnp.minimum(h, ls.NO_LIMIT)).astype(jnp.int32)
 
@@ -403,7 +466,7 @@ def budget_grid(coef, env_params: ls.EnvParams, n: int = 32, max_ctx: int = 2048
 
 def profile(
   env,
-  env_params: ls.EnvParams,
+  env_params,
   workload,
   coef,
   values,
@@ -415,23 +478,34 @@ def profile(
   key=None,
   chunk_steps: int = 1024,
 ) -> dict:
-  """SLO-aware profiler: one vmapped sweep over `values` plus an online-only lane.
+  """SLO-aware profiler: one vmapped sweep over profiling slices x (online-only lane + `values`).
 
+  `workload` is one workload or a list of S slices (same request counts: they are stacked,
+  `workload_axis=0`); `env_params` one `EnvParams` or a list of S (each slice its own arrival
+  scale and `offline_stop`, the measuring window that ends the offline stream).
   kind "budget": HyGen with L = each value; kind "cap": Sarathi++ with an offline start-rate cap
   of each value (HyGen*). The online-only lane runs the same policy with `offline_slots = 0`.
-  A value is feasible when the online P99 TTFT is within (1 + tau) and the mean TBT within
-  (1 + tau_tbt, default tau) of the online-only lane; the largest feasible value wins (the
-  smallest value when none is feasible, with `feasible_any` False). `env_params.offline_stop`
-  should end the offline stream (say at the last online arrival): it is the measuring window.
+  [R] A value is feasible when on every slice the online P99 TTFT is within (1 + tau) and the
+  mean TBT within (1 + tau_tbt, default tau) of that slice's online-only lane (a budget tuned
+  on one slice of a bursty trace does not carry over; the worst slice decides); the largest
+  feasible value wins (the smallest value when none is feasible, with `feasible_any` False).
 
   Returns:
-    dict: values, the online-only lane's metrics ("base"), per value ttft_p99, tbt_mean,
-    offline_tokens_s, feasible, and "best" (the chosen value) with "feasible_any".
+    dict: values; per slice "base" (online-only metrics, list of S dicts), ttft_ratio and
+    tbt_ratio f64[S, V] (over the slice's online-only lane), offline_tokens_s and
+    offline_starts_s f64[S, V]; "feasible" bool[V] (every slice), "best", "feasible_any".
   """
   if kind not in ("budget", "cap"):
     raise ValueError(f"profile: kind={kind!r}: use 'budget' or 'cap'")
-  if not np.isfinite(float(env_params.offline_stop)):
-    raise ValueError("profile: set env_params.offline_stop (the window) so that lanes end")
+  wls = list(workload) if isinstance(workload, list | tuple) else [workload]
+  eps = list(env_params) if isinstance(env_params, list | tuple) else [env_params] * len(wls)
+  if len(eps) != len(wls):
+    raise ValueError(f"profile: {len(eps)} env_params for {len(wls)} workloads")
+  for ep in eps:
+    if not np.isfinite(float(ep.offline_stop)):
+      raise ValueError("profile: set env_params.offline_stop (the window) so that lanes end")
+  if len({w.n_total for w in wls}) != 1:
+    raise ValueError(f"profile: slices differ in request count {[w.n_total for w in wls]}")
   from jaxsys.lib import sim
   from jaxsys.systems import serving_metrics
 
@@ -439,44 +513,65 @@ def profile(
   if values.ndim != 1 or values.size < 1 or np.any(np.diff(values) <= 0):
     raise ValueError("profile: values must be a non-empty increasing 1-D grid")
   tau_tbt = tau if tau_tbt is None else tau_tbt
-  lanes_env = [env_params.replace(offline_slots=0)] + [env_params] * values.size
-  if kind == "budget":
-    lanes_pp = [params(env_params, coef, np.inf)] + [params(env_params, coef, v) for v in values]
-  else:
-    lanes_pp = [params(env_params, coef, np.inf)] + [
-      params(env_params, coef, np.inf, rate_cap=v) for v in values
-    ]
+  n_s, n_v = len(wls), values.size
+  lanes_env, lanes_pp, lanes_wl = [], [], []
+  for ep, wl in zip(eps, wls, strict=True):
+    lanes_env += [ep.replace(offline_slots=0)] + [ep] * n_v
+    lanes_pp.append(params(ep, coef, np.inf))
+    if kind == "budget":
+      lanes_pp += [params(ep, coef, v) for v in values]
+    else:
+      lanes_pp += [params(ep, coef, np.inf, rate_cap=v) for v in values]
+    lanes_wl += [wl] * (1 + n_v)
   key = jax.random.key(0) if key is None else key
   keys = jnp.stack([key] * len(lanes_env))
-  state, _ = sim.sweep(
+  state, pstate = sim.sweep(
     env,
     hygen(window),
     sim.stack(lanes_env),
     sim.stack(lanes_pp),
     keys,
-    workload,
+    sim.stack(lanes_wl),
+    workload_axis=0,
     chunk_steps=chunk_steps,
   )
-  state = jax.device_get(state)
-  t_end = float(env_params.offline_stop)
-  rows = []
-  for i in range(len(lanes_env)):
-    out = serving_metrics.lane(state.outputs, i)
-    off_tokens = np.asarray(state.offline_tokens)[i]
-    rows.append(serving_metrics.hybrid_summary(workload, out, t_end, off_tokens))
-  base = rows[0]
-  ttft = np.array([r["ttft_p99"] for r in rows[1:]])
-  tbt = np.array([r["tbt_mean"] for r in rows[1:]])
-  ok = (ttft <= (1.0 + tau) * base["ttft_p99"]) & (tbt <= (1.0 + tau_tbt) * base["tbt_mean"])
+  state, n_started = jax.device_get((state, pstate.n_started))
+  bases, rows = [], []
+  ttft, tbt, tok, starts = (np.zeros((n_s, n_v)) for _ in range(4))
+  for s_i, (ep, wl) in enumerate(zip(eps, wls, strict=True)):
+    t_end = float(ep.offline_stop)
+    lane_rows = []
+    for v_i in range(1 + n_v):
+      i = s_i * (1 + n_v) + v_i
+      out = serving_metrics.lane(state.outputs, i)
+      off_tokens = np.asarray(state.offline_tokens)[i]
+      lane_rows.append(serving_metrics.hybrid_summary(wl, out, t_end, off_tokens))
+    base = lane_rows[0]
+    bases.append(base)
+    rows.append(lane_rows[1:])
+    ttft[s_i] = [r["ttft_p99"] / base["ttft_p99"] for r in lane_rows[1:]]
+    tbt[s_i] = [r["tbt_mean"] / base["tbt_mean"] for r in lane_rows[1:]]
+    tok[s_i] = [r["offline_tokens_s"] for r in lane_rows[1:]]
+    first = s_i * (1 + n_v) + 1
+    starts[s_i] = np.asarray(n_started)[first : first + n_v] / t_end
+  ok = np.all((ttft <= 1.0 + tau) & (tbt <= 1.0 + tau_tbt), axis=0)
   best = float(values[np.flatnonzero(ok)[-1]]) if ok.any() else float(values[0])
   return {
     "values": values,
-    "base": base,
-    "ttft_p99": ttft,
-    "tbt_mean": tbt,
-    "offline_tokens_s": np.array([r["offline_tokens_s"] for r in rows[1:]]),
-    "rows": rows[1:],
+    "base": bases,
+    "ttft_ratio": ttft,
+    "tbt_ratio": tbt,
+    "offline_tokens_s": tok,
+    "offline_starts_s": starts,
+    "rows": rows,
     "feasible": ok,
     "feasible_any": bool(ok.any()),
     "best": best,
   }
+
+
+def largest_feasible(prof: dict, tau: float, tau_tbt: float | None = None) -> float:
+  """The largest profiled value within (1 + tau) on every slice (nan when none)."""
+  tau_tbt = tau if tau_tbt is None else tau_tbt
+  ok = np.all((prof["ttft_ratio"] <= 1 + tau) & (prof["tbt_ratio"] <= 1 + tau_tbt), axis=0)
+  return float(prof["values"][np.flatnonzero(ok)[-1]]) if ok.any() else float("nan")

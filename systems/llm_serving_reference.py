@@ -399,18 +399,28 @@ def _fill_py(cands, demand, free, budget, max_seqs, wm):
 
 
 def _predict(coef, n_p, n_d, s_p, s_d):
-  t = coef[0] + coef[1] * s_p
-  t = t + coef[2] * (s_p * s_p)
-  t = t + coef[3] * n_p
-  t = t + coef[4] * n_d
-  return t + coef[5] * s_d
+  """Piecewise predictor: coef[0] (two rows) for a decode-only batch, coef[1] with prefill; the
+  larger of the piece's two affine rows."""
+
+  def row(c):
+    t = c[0] + c[1] * s_p
+    t = t + c[2] * (s_p * s_p)
+    t = t + c[3] * n_p
+    t = t + c[4] * n_d
+    return t + c[5] * s_d
+
+  piece = coef[1] if n_p > 0 else coef[0]
+  return max(row(piece[0]), row(piece[1]))
 
 
 class _HyGen:
   """Two-phase HyGen; Sarathi++ with latency_budget = inf, HyGen* with a finite rate_cap."""
 
   def __init__(self, pp: dict, params):
-    self.coef = [float(x) for x in np.asarray(pp.get("coef", np.zeros(6)), np.float64)]
+    coef = np.asarray(pp.get("coef", np.zeros(6)), np.float64)
+    if coef.shape == (6,):  # one linear form: every piece and row the same
+      coef = np.broadcast_to(coef, (2, 2, 6))
+    self.coef = [[[float(x) for x in r] for r in piece] for piece in coef.reshape(2, 2, 6)]
     self.lat = float(pp.get("latency_budget", _INF))
     self.cap = float(pp.get("rate_cap", _INF))
     self.starv = float(pp.get("starvation", 4.0))

@@ -37,7 +37,9 @@ def get_config(arg: str = ""):
   c.dim = 384  # synthetic embedding width when the real part is off
   c.n_base = 2000  # synthetic base questions when the real part is off
   c.zipf = 1.2  # popularity of base questions
-  c.p_exact = 0.1  # share of requests that repeat a base question verbatim
+  # share of new questions: 60-70% of requests have an earlier one at cosine > 0.8 (paper)
+  c.p_novel = 0.35
+  c.p_exact = 0.1  # share of the others that repeat a base question verbatim
   c.paraphrase = 0.45  # noise of a paraphrase (||noise|| ~ this): similarity ~ 0.9
   c.difficulty_sigma = 1.0  # question difficulty (logit offset) [R]
   c.loads = (0.5, 1.0, 2.0, 4.0)  # x the large-only capacity

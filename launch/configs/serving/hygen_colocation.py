@@ -37,8 +37,10 @@ def get_config(arg: str = ""):
   c.grid = 32  # budgets (and caps) per vmapped profiling sweep
   c.taus = (0.05, 0.1, 0.2)
   c.tau = 0.1  # the tolerance of the headline comparison
-  c.cap_range = (0.01, 5.0)  # HyGen* offline starts per second, geometric grid
-  c.fresh_seed = 1  # the evaluation workload (profiling uses seed 0)
+  # HyGen* cap grid: geometric, as fractions of the offline start rate at the top budget
+  c.cap_range = (0.02, 1.0)
+  c.profile_seeds = (0, 1, 2)  # trace slices profiled at once (feasible: on every one) [R]
+  c.fresh_seed = 3  # the evaluation slice, none of the profiling ones
   c.bin_s = 60.0
   c.chunk_steps = 2048
   if arg == "quick":
@@ -50,6 +52,8 @@ def get_config(arg: str = ""):
     c.predictor_batches = 8_000
     c.n_slots, c.max_seqs, c.offline_slots = 96, 32, 8
     c.taus = (0.1, 0.2)
+    c.profile_seeds = (0, 1)
+    c.fresh_seed = 2
     c.bin_s = 10.0
     c.chunk_steps = 1024
   elif arg:
