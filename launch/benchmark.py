@@ -15,8 +15,9 @@ roofline, Sarathi chunk 512:
     figure uses every core while the reference and the one-device figures use about one;
 (3) jitted time per request as the trace grows;
 (4) each newer serving policy's main-knob sweep as one jitted vmap against the plain-Python
-    reference on the same configurations (`policy_sweeps`): DiSCo over the budget (migration
-    on), EchoLM's in-context cache over its size.
+    reference on the same configurations (`policy_sweeps`): HyGen over its latency budget L
+    (Azure-like online requests co-located with a summarisation pool), DiSCo over the budget
+    (migration on), EchoLM's in-context cache over its size.
 The process's XLA flags are recorded (`--tune_cpu`, on by default, adds lib/xla_flags.CPU_FLAGS).
 Results: a JSON file (and a short table on stdout).
 """
@@ -206,8 +207,60 @@ def _timed_pair(jitted, reference):
   )
 
 
+def hygen_budget_sweep(quick: bool):
+  """HyGen over K latency budgets: one jitted vmapped run vs K reference runs."""
+  from jaxsys.scheduling import hygen
+
+  rng = np.random.default_rng(0)
+  n_online, n_offline = (60, 40) if quick else (400, 300)
+  arrival = workloads.poisson_arrivals(rng, n_online, 2.0)
+  online = workloads.make_requests(
+    rng,
+    arrival,
+    workloads.lognormal_lengths(rng, n_online, 1469, 0.8, 7437),  # Azure code-trace medians
+    workloads.lognormal_lengths(rng, n_online, 13, 1.2, 1899),
+  )
+  wl = workloads.co_locate(online, workloads.offline_pool(rng, n_offline, "summarisation"))
+  coef = timing.get_preset("llama2_7b_a100")
+  params = _params(coef).replace(
+    num_blocks=timing.kv_blocks_capacity(coef, 80e9),
+    offline_slots=16,
+    offline_stop=float(arrival[-1]),
+  )
+  predictor = hygen.fit_predictor(jax.random.key(0), params, 20_000)
+  budgets = hygen.budget_grid(predictor, params, 4 if quick else 16)
+  lanes = [hygen.params(params, predictor, float(b)) for b in budgets]
+  env = ls.make(ls.EnvConfig(n_slots=N_SLOTS, macro_steps=MACRO_STEPS))
+  keys = jax.random.split(jax.random.key(0), len(lanes))
+  policy = hygen.hygen()
+  out, ref, timing_ = _timed_pair(
+    lambda: (
+      sim.sweep(env, policy, sim.stack([params] * len(lanes)), sim.stack(lanes), keys, wl)[
+        0
+      ].outputs.finish_t
+    ),
+    lambda: [
+      reference.simulate(
+        wl,
+        env.config,
+        params,
+        "hygen",
+        dict(coef=np.asarray(lane.coef), latency_budget=float(b)),
+      )["finish_t"]
+      for lane, b in zip(lanes, budgets, strict=True)
+    ],
+  )
+  diff = max(float(np.nanmax(np.abs(np.asarray(out)[i] - r))) for i, r in enumerate(ref))
+  return {
+    "configs": len(lanes),
+    "requests": wl.n_total,
+    **timing_,
+    "max_finish_diff_vs_reference_s": diff,
+  }
+
+
 def policy_sweeps(quick: bool):
-  """DiSCo's budget sweep and EchoLM's cache-size sweep: one jitted vmap vs the reference."""
+  """HyGen's, DiSCo's and EchoLM's main-knob sweeps: one jitted vmap vs the reference."""
   from jaxsys.launch import disco as disco_run
   from jaxsys.launch import echolm
   from jaxsys.launch.configs.serving import disco_budget
@@ -226,12 +279,13 @@ def policy_sweeps(quick: bool):
   )
   diff = max(float(np.max(np.abs(np.asarray(out.ttft)[i] - r["ttft"]))) for i, r in enumerate(ref))
   result = {
+    "hygen_budget": hygen_budget_sweep(quick),
     "disco_budget": {
       "configs": len(config.budgets),
       "requests": wl.n,
       **timing_,
       "max_ttft_diff_vs_reference_s": diff,
-    }
+    },
   }
   sizes = (16, 64, 256) if quick else (64, 256, 1024, 4096)
   n = 400 if quick else 4000
