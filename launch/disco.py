@@ -69,8 +69,7 @@ def prompt_lengths(config) -> np.ndarray:
   for path in (config.nq_path, config.gsm8k_path):
     if not os.path.exists(path):
       raise ValueError(f"data file {path!r} not found (set config.nq_path / config.gsm8k_path)")
-  reader = gguf_loader._gguf_module().GGUFReader(str(gguf_loader.smollm2_path()))
-  tok = gguf_loader.read_tokenizer(reader)
+  tok = gguf_loader.smollm2_tokenizer()
   texts = _questions(config.nq_path, config.max_questions)
   texts += _questions(config.gsm8k_path, config.max_questions)
   return np.array([len(tok.encode_chat([{"role": "user", "content": q}])) for q in texts], np.int32)

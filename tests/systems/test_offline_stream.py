@@ -91,21 +91,15 @@ def _case(seed, blocks, budget, sigma, quota, stop, scale):
 
 
 @pytest.mark.slow
+@pytest.mark.parametrize("policy", ["fcfs", "sarathi"])
 @SETTINGS
 @given(**CASES)
-def test_fcfs_mixed_matches_reference(seed, blocks, budget, sigma, macro, quota, stop, scale):
+def test_queue_policies_mixed_match_reference(
+  policy, seed, blocks, budget, sigma, macro, quota, stop, scale
+):
   wl, params = _case(seed, blocks, budget, sigma, quota, stop, scale)
-  state, ref = _run_both("fcfs", wl, params, macro, seed)
-  _assert_same(state, ref, wl, "fcfs")
-
-
-@pytest.mark.slow
-@SETTINGS
-@given(**CASES)
-def test_sarathi_mixed_matches_reference(seed, blocks, budget, sigma, macro, quota, stop, scale):
-  wl, params = _case(seed, blocks, budget, sigma, quota, stop, scale)
-  state, ref = _run_both("sarathi", wl, params, macro, seed)
-  _assert_same(state, ref, wl, "sarathi")
+  state, ref = _run_both(policy, wl, params, macro, seed)
+  _assert_same(state, ref, wl, policy)
 
 
 @pytest.mark.slow
