@@ -646,8 +646,21 @@ def simulate(
   tokens_total = max_step_tokens = offline_tokens = 0
 
   while n_finished < n and step < max_steps:
-    # 1. Admit due arrivals into the lowest free slots, then available offline rows (in their
-    # host order, under the quota and what admit_max leaves), or drop those at offline_stop.
+    # 1. The offline window's close (its slots go back first), then due arrivals into the
+    # lowest free slots, then available offline rows (in host order, under the quota and what
+    # admit_max leaves).
+    if t >= off_stop and (off_ptr < n or off_live > 0):
+      n_dropped += n - off_ptr
+      n_finished += n - off_ptr
+      off_ptr = n
+      for r in [r for r in live.values() if r.cls == OFFLINE]:
+        free += r.kv
+        r.kv, r.status = 0, EMPTY
+        del live[r.slot]
+        heapq.heappush(free_slots, r.slot)
+        n_dropped += 1
+        n_finished += 1
+      off_live = 0
     n_due = 0
     while n_due < admit_max and ptr + n_due < n_on and arrival[ptr + n_due] <= t:
       n_due += 1
@@ -655,21 +668,6 @@ def simulate(
     admit_blocked += n_due - n_admit
     rows = list(range(ptr, ptr + n_admit))
     ptr += n_admit
-    gone = set()
-    if t >= off_stop and (off_ptr < n or off_live > 0):
-      n_dropped += n - off_ptr
-      n_finished += n - off_ptr
-      off_ptr = n
-      # the window ends: offline requests still in the table go too (slots freed)
-      for r in [r for r in live.values() if r.cls == OFFLINE]:
-        free += r.kv
-        r.kv, r.status = 0, EMPTY
-        del live[r.slot]
-        heapq.heappush(free_slots, r.slot)
-        gone.add(r.slot)
-        n_dropped += 1
-        n_finished += 1
-      off_live = 0
     limit = min(admit_max - n_admit, len(free_slots) - n_admit, off_quota - off_live)
     n_off = 0
     while n_off < limit and off_ptr + n_off < n and arrival[off_ptr + n_off] <= t:
@@ -715,7 +713,7 @@ def simulate(
     to_preempt = pol.act(vis, t, step, busy_time, busy_steps)
 
     # 2. Policy preemption (recompute: the KV is dropped).
-    stopped = set(gone)
+    stopped = set()
     for r in to_preempt:
       if r.status == RUNNING:
         free += r.kv
