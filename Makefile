@@ -32,7 +32,7 @@ format: install
 	$(VENV)/bin/ruff format .
 
 test: lint
-	$(PY) -m pytest -q -n 2 tests
+	$(PY) -m pytest -q -n 2 --durations=20 tests
 
 demo: install
 	$(PY) -m jaxsys.launch.reproduce --workdir=workdir/demo

@@ -16,8 +16,13 @@ def test_hygen_smoke_writes_report(tmp_path):
   # online-only runs no offline work; co-located policies do
   assert rows["sarathi"]["offline_tokens_s"] == 0.0
   assert rows["sarathi++"]["offline_tokens_s"] > 0.0
+  # every fresh slice is evaluated; the headline row takes the worst ratio over them
+  assert [sl["seed"] for sl in summary["slices"]] == list(config.fresh_seeds)
+  worst = max(sl["rows"]["hygen"]["tbt_mean_ratio"] for sl in summary["slices"])
+  assert rows["hygen"]["tbt_mean_ratio"] == worst
   text = hygen.report_markdown(summary, config)
   assert "## HyGen" in text and "| hygen |" in text and "| hygen* |" in text
+  assert text.count("| 2 | ") + text.count("| 3 | ") == 2  # the per-slice rows
   figures = re.findall(r"\]\(([^)]+\.png)\)", text)
   assert len(figures) >= 4
   for fig in figures:

@@ -7,9 +7,10 @@ Online: a slice of the Azure LLM 2023 code trace, arrivals scaled to about 40% b
 online-only engine; offline: a summarisation-like pool (and an MMLU-like prefix pool in PSM
 order) from t0; Llama-2-7B on an A100 (roofline, 2% noise), Sarathi chunk 512. Shows the
 predictor's MAPE, the feasible L per tolerance, offline and overall tokens/s with online P99
-TTFT / mean TBT for Sarathi (online only), Sarathi++, HyGen* and HyGen, and offline tokens/s over
-time against the online rate. Expected (paper): Sarathi++ fastest but over the SLO, HyGen within
-tolerance at several x HyGen*'s offline throughput. `:smoke` < 60 s, `:quick` a few minutes.
+TTFT / mean TBT for Sarathi (online only), Sarathi++, HyGen* and HyGen on several fresh slices,
+and offline tokens/s over time against the online rate. Expected (paper): Sarathi++ fastest
+but over the SLO, HyGen within tolerance at several x HyGen*'s offline throughput. `:smoke` < 60 s,
+`:quick` a few minutes.
 """
 
 import ml_collections
@@ -40,11 +41,13 @@ def get_config(arg: str = ""):
   # HyGen* cap grid: geometric, as fractions of the offline start rate at the top budget
   c.cap_range = (0.02, 1.0)
   c.profile_seeds = (0, 1, 2)  # trace slices profiled at once (feasible: on every one) [R]
-  c.fresh_seed = 3  # the evaluation slice, none of the profiling ones
+  # evaluation slices, none of the profiling ones (the trace holds 5 slices of 1,500 rows)
+  c.fresh_seeds = (3, 4)
   c.bin_s = 60.0
   c.chunk_steps = 2048
   if arg == "quick":
     c.n_online, c.n_summary, c.n_mmlu, c.grid = 500, 1200, 1200, 16
+    c.fresh_seeds = (3, 4, 5, 6, 7)
     c.predictor_batches = 40_000
   elif arg == "smoke":
     c.online = "synthetic"
@@ -53,7 +56,7 @@ def get_config(arg: str = ""):
     c.n_slots, c.max_seqs, c.offline_slots = 96, 32, 8
     c.taus = (0.1, 0.2)
     c.profile_seeds = (0, 1)
-    c.fresh_seed = 2
+    c.fresh_seeds = (2, 3)
     c.bin_s = 10.0
     c.chunk_steps = 1024
   elif arg:
