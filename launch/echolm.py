@@ -269,7 +269,7 @@ def _tier_workloads(stream, out, scale, n_pad):
     o = np.asarray(stream.out_len)[idx]
     if tier == 0:  # re-answers of the offline replay run on the large tier too
       rp, ro = np.asarray(out.replay_prompt), np.asarray(out.replay_out)
-      ri, rj = np.nonzero(ro > 0)
+      ri, rj = np.nonzero(rp > 0)  # a replayed row has a prompt; its output may be short
       a = np.concatenate([a, arrival[ri]])
       p, o = np.concatenate([p, rp[ri, rj]]), np.concatenate([o, ro[ri, rj]])
       idx = np.concatenate([idx, np.full(len(ri), -1)])
@@ -290,7 +290,7 @@ def simulate(config, stream, routed, coefs, blocks):
   routed: list of (scale, RouteOut of numpy). Returns per lane (e2e [N], ttft [N]).
   """
   n = len(stream.arrival)
-  n_pad = n + int(max(np.sum(np.asarray(o.replay_out) > 0) for _, o in routed)) + 1
+  n_pad = n + int(max(np.sum(np.asarray(o.replay_prompt) > 0) for _, o in routed)) + 1
   wls, maps, params = [], [], []
   for scale, out in routed:
     for tier, (wl, m) in enumerate(_tier_workloads(stream, out, scale, n_pad)):
@@ -403,7 +403,7 @@ def sim_part(config, real, writer):
       "offload": float(np.mean(out.arm != el.LARGE)),
       "examples_share": float(np.mean(out.arm == el.SMALL_EX)),
       "hit_rate": float(np.mean(out.arm == el.HIT)),
-      "replays": int(np.sum(np.asarray(out.replay_out) > 0)),
+      "replays": int(np.sum(np.asarray(out.replay_prompt) > 0)),
       "e2e_mean": float(np.mean(e2e)),
       "e2e_p99": float(np.percentile(e2e, 99)),
       "ttft_mean": float(np.mean(ttft)),

@@ -11,8 +11,9 @@ outcome of the baselines. Policies (`KINDS`, static):
   success; requests scored below `strong_threshold` go large (the threshold is calibrated on a
   training set to a target share of strong calls, `calibrate_threshold`);
 - "echolm_threshold": small+examples when the predicted quality >= q_target and the small
-  tier's backlog is under queue_cap, else large if its backlog is under queue_cap, else the
-  better small arm [R: the spec's last resort is "small"; we let it keep its examples];
+  tier's backlog with the request stays under queue_cap, else large if its backlog with the
+  request stays under queue_cap, else the better small arm [R: the spec's last resort is
+  "small"; we let it keep its examples];
 - "echolm_linucb": LinUCB over the three arms with reward quality - beta latency / latency_norm.
 
 Load coupling [R] (systems/llm_serving.py is used unchanged): `route` is one jitted `lax.scan`
@@ -184,7 +185,7 @@ class RouteOut(NamedTuple):
   q_pred: jnp.ndarray  # [3] predicted quality per arm
   p_good: jnp.ndarray  # true probability of a good answer
   good: jnp.ndarray  # bool, the Bernoulli draw
-  backlog: jnp.ndarray  # [2] backlog (s) seen at arrival
+  backlog: jnp.ndarray  # [2] backlog (s) after this request's work and any replay
   latency_est: jnp.ndarray  # fluid latency estimate (s)
   replay_prompt: jnp.ndarray  # [n_replay] i32 prompt tokens of re-answers (0: none)
   replay_out: jnp.ndarray  # [n_replay] i32 output tokens of re-answers
@@ -264,16 +265,18 @@ def _step(config: RouteConfig, params: RouterParams, st: RouteState, req):
     arm = jnp.where(req["rl_score"] < params.strong_threshold, LARGE, SMALL).astype(jnp.int32)
   elif kind == "echolm_threshold":
     best_small = jnp.where(q_pred[SMALL_EX] >= q_pred[SMALL], SMALL_EX, SMALL)
-    small_ok = backlog[1] + work[1] < params.queue_cap
+    # a tier takes the request while its backlog, the request included, stays under the cap
+    small_ok = backlog[1] + work[SMALL_EX] < params.queue_cap
+    large_ok = backlog[0] + work[LARGE] < params.queue_cap
     arm = jnp.where(
       (q_pred[SMALL_EX] >= params.q_target) & small_ok,
       SMALL_EX,
-      jnp.where(backlog[0] < params.queue_cap, LARGE, best_small),
+      jnp.where(large_ok, LARGE, best_small),
     ).astype(jnp.int32)
   elif kind == "echolm_linucb":
     arm = linucb_choose(lin, x, params.alpha_ucb)
   else:
-    raise KeyError(f"unknown routing kind {kind!r}; known: {KINDS}")
+    raise ValueError(f"unknown routing kind {kind!r}; known: {KINDS}")
   tier = jnp.where(arm == LARGE, 0, 1)
   arm_c = jnp.minimum(arm, SMALL)
   own = work[arm_c]
@@ -330,16 +333,44 @@ def _route(config, params, stream, cache0):
   return jax.lax.scan(functools.partial(_step, config, params), st, stream._asdict())
 
 
+def check(config: RouteConfig, stream: Stream) -> None:
+  """Host-side input checks (ValueError): the kind, row counts, arrival order, lengths.
+
+  Skipped for traced arrays (a caller's own jit): the checks need values."""
+  if config.kind not in KINDS:
+    raise ValueError(f"unknown routing kind {config.kind!r}; known: {KINDS}")
+  if any(isinstance(x, jax.core.Tracer) for x in stream):
+    return
+  n = {len(np.asarray(x)) for x in stream}
+  if len(n) != 1:
+    raise ValueError(f"echolm: stream fields differ in length ({sorted(n)})")
+  if np.any(np.diff(np.asarray(stream.arrival)) < 0):
+    raise ValueError("echolm: stream.arrival must be in arrival order (non-decreasing)")
+  if np.any(np.asarray(stream.prompt_len) < 1) or np.any(np.asarray(stream.out_len) < 0):
+    raise ValueError("echolm: prompt_len must be >= 1 and out_len >= 0")
+
+
 @functools.partial(jax.jit, static_argnums=0)
-def route(config: RouteConfig, params: RouterParams, stream: Stream, cache0: cc.Cache):
-  """Routes a stream in arrival order. Returns (final RouteState, RouteOut [N])."""
+def _route_jit(config, params, stream, cache0):
   return _route(config, params, stream, cache0)
 
 
 @functools.partial(jax.jit, static_argnums=0)
+def _route_sweep_jit(config, params, stream, cache0):
+  return jax.vmap(_route, in_axes=(None, 0, None, None))(config, params, stream, cache0)
+
+
+def route(config: RouteConfig, params: RouterParams, stream: Stream, cache0: cc.Cache):
+  """Routes a stream in arrival order (jitted, `config` static). Returns (final RouteState,
+  RouteOut [N])."""
+  check(config, stream)
+  return _route_jit(config, params, stream, cache0)
+
+
 def route_sweep(config: RouteConfig, params: RouterParams, stream: Stream, cache0: cc.Cache):
   """`route` vmapped over stacked params (leading axis K: thresholds, loads, ...)."""
-  return jax.vmap(_route, in_axes=(None, 0, None, None))(config, params, stream, cache0)
+  check(config, stream)
+  return _route_sweep_jit(config, params, stream, cache0)
 
 
 def calibrate_threshold(train_scores, strong_share):

@@ -144,3 +144,26 @@ def test_tier_rates_roofline():
   pre, dec = el.tier_rates(timing.get_preset("llama31_8b_h100"))
   assert 15e-6 < pre < 40e-6  # serving.md 1.5: about 25 us per prefill token on an H100
   assert 1e-4 < dec < 5e-4  # a 32-request decode step of ~8 ms, per request
+
+
+def test_bad_input_is_rejected():
+  stream = _stream(n=20)
+  with pytest.raises(ValueError, match="unknown routing kind"):
+    _route("largest", stream)
+  with pytest.raises(ValueError, match="arrival order"):
+    _route("large_only", stream._replace(arrival=stream.arrival[::-1].copy()))
+  with pytest.raises(ValueError, match="prompt_len"):
+    _route("echolm_linucb", stream._replace(prompt_len=np.zeros(20, np.int32)))
+  with pytest.raises(ValueError, match="differ in length"):
+    _route("large_only", stream._replace(src=stream.src[:5]))
+
+
+def test_threshold_router_cap_counts_the_request_on_both_tiers():
+  """A request whose own work exceeds queue_cap fits neither tier: the better small arm takes it
+  (the cap includes the request on the large tier too, as on the small one)."""
+  stream = _stream(n=1)
+  p_large = float(el.RouterParams().prefill_s[0] * stream.prompt_len[0])
+  _, out = _route("echolm_threshold", stream, q_target=2.0, queue_cap=0.5 * p_large)
+  assert out.arm[0] in (el.SMALL_EX, el.SMALL)
+  _, out = _route("echolm_threshold", stream, q_target=2.0, queue_cap=1e3)
+  assert out.arm[0] == el.LARGE
