@@ -32,7 +32,8 @@ def get_config(arg: str = ""):
   c.target_util = 0.4  # busy fraction of the online-only engine after scaling the arrivals
   c.slo_ttft, c.slo_tbt = 2.0, 0.2  # online SLOs (for the attainment column) [R]
   c.n_summary = 3000  # offline summarisation pool (more than the window can finish)
-  c.n_mmlu = 3000  # MMLU-like prefix pool (PSM order experiment)
+  c.n_mmlu = 20_000  # MMLU-like prefix pool (PSM order experiment; larger than a window uses)
+  c.psm_hbm_gb = (80.0, 40.0)  # GPU memory of the PSM lanes: A100 80 GB and 40 GB
   c.offline_slots = 16  # offline quota in the table
   c.predictor_batches = 80_000
   c.grid = 32  # budgets (and caps) per vmapped profiling sweep
@@ -40,18 +41,21 @@ def get_config(arg: str = ""):
   c.tau = 0.1  # the tolerance of the headline comparison
   # HyGen* cap grid: geometric, as fractions of the offline start rate at the top budget
   c.cap_range = (0.02, 1.0)
-  c.profile_seeds = (0, 1, 2)  # trace slices profiled at once (feasible: on every one) [R]
-  # evaluation slices, none of the profiling ones (the trace holds 5 slices of 1,500 rows)
-  c.fresh_seeds = (3, 4)
+  # Trace slices profiled at once (feasible: on every one) [R], and evaluation slices, none of
+  # the profiling ones, interleaved with them: the code trace's slices differ in kind (burst-
+  # queued ones, mean TBT ~ 35-40 ms online-only, and light decode-heavy ones, ~ 23 ms), and a
+  # budget profiled on one kind does not carry over to the other. 5 slices of 1,500 rows.
+  c.profile_seeds = (0, 2, 4)
+  c.fresh_seeds = (1, 3)
   c.bin_s = 60.0
   c.chunk_steps = 2048
   if arg == "quick":
-    c.n_online, c.n_summary, c.n_mmlu, c.grid = 500, 1200, 1200, 16
-    c.fresh_seeds = (3, 4, 5, 6, 7)
+    c.n_online, c.n_summary, c.grid = 500, 1200, 16
+    c.profile_seeds, c.fresh_seeds = (0, 2, 4, 6, 8), (1, 3, 5, 7, 9)
     c.predictor_batches = 40_000
   elif arg == "smoke":
     c.online = "synthetic"
-    c.n_online, c.n_summary, c.n_mmlu, c.grid = 80, 150, 150, 4
+    c.n_online, c.n_summary, c.n_mmlu, c.grid = 80, 150, 400, 4
     c.predictor_batches = 8_000
     c.n_slots, c.max_seqs, c.offline_slots = 96, 32, 8
     c.taus = (0.1, 0.2)
