@@ -191,6 +191,7 @@ def rollout(
   log_every_s: float = 30.0,
 ):
   """Runs one simulation until every request has finished. Returns (state, policy state)."""
+  _check(env, workload)
   # On the device once: host arrays would be copied again at every chunk (O(n_total) each).
   args = jax.device_put((key, env_params, policy_params, workload))
   return _simulate(env, policy, args, False, None, None, max_steps, chunk_steps, log_every_s)
@@ -217,6 +218,7 @@ def sweep(
   `mesh` (lib/sharding.make_mesh) the config axis is split over its devices; the result is the
   same as without one. Branch switches equal in every lane enter unbatched (`_shared_switches`).
   """
+  _check(env, workload)
   env_params, env_axes = _shared_switches(env_params)
   policy_params, policy_axes = _shared_switches(policy_params)
   axes = (env_axes, policy_axes)
@@ -242,6 +244,13 @@ def sweep(
   return _simulate(
     env, policy, args, True, workload_axis, mesh, max_steps, chunk_steps, log_every_s, axes
   )
+
+
+def _check(env, workload):
+  """The env's host-side workload check, if it has one (init runs traced, where it cannot)."""
+  check = getattr(env, "check", None)
+  if check is not None:
+    check(workload)
 
 
 def stack(trees):

@@ -297,7 +297,9 @@ def hygen(window: int = OFFLINE_WINDOW) -> common.Policy:
     # Phase 2: offline candidates in order (decodes, then prefills; queue order within; the
     # starvation guard lifts the oldest waiting one), the first `window` of them.
     cand = ok & off & ~preempt & ~short
-    new = (sl.generated == 0) & (sl.prefilled == 0) & (sl.n_preempt == 0)
+    # not started yet: nothing computed beyond an attached shared prefix (EnvConfig.n_prefixes)
+    new = (sl.generated == 0) & (sl.prefilled == sl.prefix_blocks * ls.BLOCK_SIZE)
+    new = new & (sl.n_preempt == 0)
     qpos = common.queue_pos(sl)
     starving = _starving(sl, t, cand & new, st, pp)
     tier = jnp.where(dec, 2.0, jnp.where(starving, 1.0, 0.0))

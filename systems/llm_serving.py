@@ -1,15 +1,37 @@
 """Jittable LLM-serving engine: continuous batching over a fixed-capacity request table.
 
 Semantics (exact, shared with the plain-Python reference): docs/llm_serving_semantics.md.
+
+Shared-prefix KV caching [R, serving.md 3.4] is off by default (`EnvConfig.n_prefixes = 0`, the
+code path is then the plain engine). With `n_prefixes = P > 0`, requests carrying
+`Workload.prefix_id` in [0, P) share whole KV blocks of their group's prefix
+(`s_p = 16 floor(prefix_len / 16)` tokens, `b_p = s_p / 16` blocks): the first request of a
+group to prefill past `s_p` publishes its first `b_p` blocks to a table of resident prefixes, a
+later request of the group (fresh, or restarting after a recompute preemption) attaches at the end
+of a step and starts its prefill at `s_p`, and prefixes no running request reads stay cached
+until KV memory is short, when the least recently used one is evicted before anybody is
+preempted (unreferenced ones first; queued attachers of an evicted prefix lose the attach).
+Policies see `kv_blocks` with the shared blocks and those cached blocks as free. Counters:
+`State.prefix_hits`, `prefix_tokens_saved`, `prefix_evictions`. Exact rules: the semantics doc,
+"Shared prefixes".
+
+Usage:
+
+  env = make(EnvConfig(n_slots=256, n_prefixes=64))
+  wl = workloads.co_locate(online, workloads.offline_pool(rng, 2000, "mmlu"))
+  state, _ = sim.rollout(env, baselines.sarathi(), EnvParams(), (), jax.random.key(0), wl)
+  print(state.prefix_hits, state.prefix_tokens_saved, state.prefix_evictions)
 """
 
 from __future__ import annotations
 
+import functools
 from typing import NamedTuple
 
 import flax.struct
 import jax
 import jax.numpy as jnp
+import numpy as np
 
 from jaxsys.lib import batching
 from jaxsys.systems import timing
@@ -31,6 +53,9 @@ class EnvConfig(NamedTuple):
   # Most iterations of a steady decode batch change only token counters: one step may run up
   # to this many of them at once (a macro-step, see `_decode_stretch`); 1 = one per step.
   macro_steps: int = 1
+  # Shared-prefix KV caching: prefix groups 0..n_prefixes-1 share whole KV blocks of their
+  # prefix (serving.md 3.4); 0 turns it off (the prefix fields of a workload are ignored).
+  n_prefixes: int = 0
 
 
 @flax.struct.dataclass
@@ -88,6 +113,20 @@ class Slots:
   stage: jnp.ndarray  # i32: DAG stage
   client_id: jnp.ndarray  # i32: client id
   n_stages: jnp.ndarray  # i32: stages of the node's job (1 for a plain request)
+  # Shared prefixes (stay -1 / 0 with EnvConfig.n_prefixes = 0). kv_blocks above counts the
+  # request's own blocks only; while attached it also reads prefix_blocks shared blocks.
+  prefix_id: jnp.ndarray  # i32: prefix group of the occupant, -1 for none
+  prefix_blocks: jnp.ndarray  # i32: b_p while attached to its group's resident prefix, else 0
+
+
+@flax.struct.dataclass
+class PrefixTable:
+  """Resident shared prefixes, one entry per group (leading axis EnvConfig.n_prefixes)."""
+
+  blocks: jnp.ndarray  # i32: KV blocks held by the resident prefix, 0 when not resident
+  refs: jnp.ndarray  # i32: requests in the table attached to it
+  last_use: jnp.ndarray  # f64: time of the last attach, publish or detach (the LRU key)
+  tokens: jnp.ndarray  # i32: shareable tokens s_p = 16 floor(prefix_len / 16) (constant)
 
 
 @flax.struct.dataclass
@@ -129,16 +168,20 @@ class State:
   offline_tokens: jnp.ndarray  # f64: of which granted to offline (class 3) requests
   stage_done: jnp.ndarray  # i32[n_jobs, max_stages]: finished nodes per job and stage
   outputs: Outputs  # per-request results
+  prefixes: PrefixTable  # resident shared prefixes ([0] arrays when sharing is off)
+  prefix_hits: jnp.ndarray  # i32: attaches to a resident prefix
+  prefix_tokens_saved: jnp.ndarray  # f64: prefill tokens skipped by attaching (sum of s_p)
+  prefix_evictions: jnp.ndarray  # i32: unreferenced prefixes evicted for KV memory
 
 
 @flax.struct.dataclass
 class Obs:
   """What a policy may see: the table without true lengths, BLOCKED slots shown as EMPTY."""
 
-  slots: Slots  # out_len is -1 everywhere
+  slots: Slots  # out_len is -1 everywhere; kv_blocks includes an attached prefix's blocks
   t: jnp.ndarray  # f64: clock
   step: jnp.ndarray  # i32: iteration
-  free_blocks: jnp.ndarray  # i32: free KV blocks
+  free_blocks: jnp.ndarray  # i32: free KV blocks (plus reclaimable cached prefixes' blocks)
   busy_time: jnp.ndarray  # f64: sum of batch times so far
   busy_steps: jnp.ndarray  # i32: non-empty iterations so far
 
@@ -168,6 +211,7 @@ class Env(NamedTuple):
   init: object  # (key, params, workload) -> State
   step: object  # (key, state, action, params, workload) -> State
   observe: object  # (state) -> Obs
+  check: object = None  # (workload) -> None, host-side ValueError on a bad workload (lib/sim)
 
 
 def _ceil_div(a, b):
@@ -346,8 +390,48 @@ def _check_x64():
     )
 
 
+def check_workload(workload, config: EnvConfig) -> None:
+  """Host check of a workload against the static config (concrete arrays only).
+
+  Raises:
+    ValueError when shared prefixes are on and a row's prefix_id is >= config.n_prefixes.
+  """
+  if config.n_prefixes <= 0 or getattr(workload, "prefix_id", None) is None:
+    return
+  pid = np.asarray(workload.prefix_id)
+  bad = np.flatnonzero(pid >= config.n_prefixes)
+  if bad.size:
+    i = int(bad[0])
+    raise ValueError(
+      f"Workload.prefix_id[{i}] = {int(pid[i])} but EnvConfig.n_prefixes = {config.n_prefixes}:"
+      f" prefix groups must lie in [0, n_prefixes) (the largest is {int(pid.max())})"
+    )
+
+
+def _prefix_table(workload, n_prefixes: int) -> PrefixTable:
+  """An empty table; `tokens` holds each group's shareable whole-block tokens s_p."""
+  tokens = jnp.zeros((n_prefixes,), jnp.int32)
+  if n_prefixes and getattr(workload, "prefix_id", None) is not None:
+    pid = jnp.asarray(workload.prefix_id, jnp.int32)
+    share = (jnp.asarray(workload.prefix_len, jnp.int32) // BLOCK_SIZE) * BLOCK_SIZE
+    at = jnp.where((pid >= 0) & (pid < n_prefixes), pid, n_prefixes)
+    tokens = tokens.at[at].max(share, mode="drop")  # equal within a group (validate)
+  return PrefixTable(
+    blocks=jnp.zeros((n_prefixes,), jnp.int32),
+    refs=jnp.zeros((n_prefixes,), jnp.int32),
+    last_use=jnp.zeros((n_prefixes,), jnp.float64),
+    tokens=tokens,
+  )
+
+
 def init(key, params: EnvParams, workload, config: EnvConfig) -> State:
-  """An empty engine at t = 0 with every request still in the workload stream."""
+  """An empty engine at t = 0 with every request still in the workload stream.
+
+  A concrete workload is checked against the config (`check_workload`); under a trace the
+  driver should check it on the host first (group ids >= n_prefixes then never share).
+  """
+  if not isinstance(getattr(workload, "prefix_id", None), jax.core.Tracer):
+    check_workload(workload, config)
   n, s = workload.n_total, config.n_slots
   i32 = lambda v: jnp.full((s,), v, jnp.int32)  # noqa: E731
   f64 = lambda v: jnp.full((s,), v, jnp.float64)  # noqa: E731
@@ -377,6 +461,8 @@ def init(key, params: EnvParams, workload, config: EnvConfig) -> State:
     stage=i32(0),
     client_id=i32(0),
     n_stages=i32(1),
+    prefix_id=i32(-1),
+    prefix_blocks=i32(0),
   )
   nan = jnp.full((n,), jnp.nan, jnp.float64)
   outputs = Outputs(
@@ -414,8 +500,15 @@ def init(key, params: EnvParams, workload, config: EnvConfig) -> State:
     offline_tokens=zero_f,
     stage_done=jnp.zeros((workload.n_jobs, workload.max_stages), jnp.int32),
     outputs=outputs,
+    prefixes=_prefix_table(workload, config.n_prefixes),
+    prefix_hits=zero_i,
+    prefix_tokens_saved=zero_f,
+    prefix_evictions=zero_i,
   )
-  return _admit(state, params, workload, config.admit_max)
+  state = _admit(state, params, workload, config.admit_max, config.n_prefixes)
+  if config.n_prefixes:
+    state = _attach(state)
+  return state
 
 
 def observe(state: State) -> Obs:
@@ -427,11 +520,19 @@ def observe(state: State) -> Obs:
     status=jnp.where(hidden, EMPTY, sl.status),
     out_len=jnp.full_like(sl.out_len, -1),
   )
+  free_blocks = state.free_blocks
+  if state.prefixes.blocks.shape[-1]:  # sharing on (static)
+    # Blocks each context holds (own + shared), and as free also the blocks of prefixes that
+    # no running request reads, which the engine evicts when memory is short (as a paged cache
+    # counts cached blocks free).
+    visible = visible.replace(kv_blocks=sl.kv_blocks + sl.prefix_blocks)
+    table = state.prefixes
+    free_blocks = free_blocks + jnp.sum(jnp.where(_reclaimable(sl, table), table.blocks, 0))
   return Obs(
     slots=visible,
     t=state.t,
     step=state.step,
-    free_blocks=state.free_blocks,
+    free_blocks=free_blocks.astype(jnp.int32),
     busy_time=state.busy_time,
     busy_steps=state.busy_steps,
   )
@@ -460,11 +561,12 @@ def scaled_arrival(arrival, params: EnvParams):
   return arrival * (1.0 / params.arrival_scale)
 
 
-def _admit(state: State, params: EnvParams, workload, admit_max: int) -> State:
+def _admit(state: State, params: EnvParams, workload, admit_max: int, n_prefixes: int = 0):
   """Step 1: the offline window's close, due online arrivals, then available offline rows.
 
   The close comes first, so an online arrival at the closing instant sees the slots it frees.
   """
+  place = functools.partial(_place, n_prefixes=n_prefixes)
   n = workload.n_total
   closing = (state.t >= params.offline_stop) & (
     (state.offline_ptr < n) | (_offline_live(state.slots) > 0)
@@ -482,7 +584,7 @@ def _admit(state: State, params: EnvParams, workload, admit_max: int) -> State:
   n_due = jnp.sum(due, dtype=jnp.int32)  # a prefix: the stream is sorted
   free = sl.status == EMPTY
   n_admit = jnp.minimum(n_due, jnp.sum(free, dtype=jnp.int32))
-  sl, n_first = _place(sl, free, n_admit, state.online_ptr, start, w, arrivals, state, workload)
+  sl, n_first = place(sl, free, n_admit, state.online_ptr, start, w, arrivals, state, workload)
   state = state.replace(
     slots=sl,
     online_ptr=state.online_ptr + n_admit,
@@ -503,7 +605,7 @@ def _admit(state: State, params: EnvParams, workload, admit_max: int) -> State:
     room = jnp.maximum(params.offline_slots - _offline_live(sl), 0)
     take = jnp.minimum(jnp.minimum(n_due, jnp.sum(free, dtype=jnp.int32)), room)
     take = jnp.minimum(take, admit_max - n_admit)
-    sl, n_first = _place(sl, free, take, ptr, start, w, avail, state, workload)
+    sl, n_first = place(sl, free, take, ptr, start, w, avail, state, workload)
     return state.replace(slots=sl, offline_ptr=ptr + take, next_seq=state.next_seq + n_first)
 
   # A workload without offline rows skips it (in a sweep the cond becomes a select).
@@ -517,7 +619,11 @@ def _close_offline(state: State, n) -> State:
   n_gone = jnp.sum(gone, dtype=jnp.int32)
   freed = jnp.sum(jnp.where(gone, sl.kv_blocks, 0), dtype=jnp.int32)
   dropped = n - state.offline_ptr + n_gone
+  prefixes = state.prefixes
+  if prefixes.blocks.shape[-1]:  # sharing on (static)
+    prefixes, sl = _detach(prefixes, sl, gone, state.t)
   return state.replace(
+    prefixes=prefixes,
     slots=sl.replace(
       wid=jnp.where(gone, -1, sl.wid),
       status=jnp.where(gone, EMPTY, sl.status),
@@ -535,7 +641,7 @@ def _offline_live(slots):
   return jnp.sum((slots.cls == OFFLINE) & (slots.wid >= 0), dtype=jnp.int32)
 
 
-def _place(sl, free, n_take, ptr, start, w, arrivals, state, workload):
+def _place(sl, free, n_take, ptr, start, w, arrivals, state, workload, n_prefixes=0):
   """Rows ptr..ptr+n_take-1 (read from the window at `start`) into the lowest EMPTY slots.
 
   Returns (slots, number of rows that became WAITING and took a queue number).
@@ -585,6 +691,11 @@ def _place(sl, free, n_take, ptr, start, w, arrivals, state, workload):
     client_id=put(sl.client_id, get(workload.client_id)),
     n_stages=put(sl.n_stages, n_stages),
   )
+  if n_prefixes and getattr(workload, "prefix_id", None) is not None:
+    slots = slots.replace(
+      prefix_id=put(sl.prefix_id, jnp.where(take, window(workload.prefix_id)[local], -1)),
+      prefix_blocks=put(sl.prefix_blocks, 0),
+    )
   return slots, jnp.sum(first_stage, dtype=jnp.int32)
 
 
@@ -598,6 +709,129 @@ def _preempt(slots, mask):
     n_preempt=slots.n_preempt + mask,
   )
   return slots, freed
+
+
+def _held(slots, n_prefixes: int):
+  """KV blocks each slot's context holds: its own plus an attached prefix's (shared)."""
+  return slots.kv_blocks + slots.prefix_blocks if n_prefixes else slots.kv_blocks
+
+
+def _group(slots, table: PrefixTable):
+  """Each slot's prefix group clipped into the table, and whether it has a valid one."""
+  n_prefixes = table.blocks.shape[-1]
+  valid = (slots.prefix_id >= 0) & (slots.prefix_id < n_prefixes)
+  return jnp.clip(slots.prefix_id, 0, n_prefixes - 1), valid
+
+
+def _attachable(slots, table: PrefixTable):
+  """Slots that would attach now: queued at prefilled 0 with their group's prefix resident."""
+  g, valid = _group(slots, table)
+  queued = (slots.status == WAITING) | (slots.status == PREEMPTED)
+  return queued & (slots.prefilled == 0) & valid & (table.blocks[g] > 0)
+
+
+def _attach(state: State) -> State:
+  """Attach (end of a step, after admission): each attachable slot starts at prefilled = s_p
+  and shares the b_p resident blocks (refcount + 1)."""
+  sl, table = state.slots, state.prefixes
+  g, _ = _group(sl, table)
+  ok = _attachable(sl, table)
+  tokens = jnp.where(ok, table.tokens[g], 0)
+  at = jnp.where(ok, sl.prefix_id, table.blocks.shape[-1])
+  table = table.replace(
+    refs=table.refs.at[at].add(1, mode="drop"),
+    last_use=table.last_use.at[at].set(state.t, mode="drop"),
+  )
+  sl = sl.replace(
+    prefilled=jnp.where(ok, tokens, sl.prefilled),
+    prefix_blocks=jnp.where(ok, table.blocks[g], sl.prefix_blocks),
+  )
+  return state.replace(
+    slots=sl,
+    prefixes=table,
+    prefix_hits=state.prefix_hits + jnp.sum(ok, dtype=jnp.int32),
+    prefix_tokens_saved=state.prefix_tokens_saved + jnp.sum(tokens).astype(jnp.float64),
+  )
+
+
+def _detach(table: PrefixTable, slots, mask, t):
+  """Slots in `mask` leave (preempted, finished, dropped): an attached one releases its prefix
+  (refcount - 1, last use t). Their own blocks are freed by the caller. Returns (table, slots)."""
+  at = jnp.where(mask & (slots.prefix_blocks > 0), slots.prefix_id, table.blocks.shape[-1])
+  table = table.replace(
+    refs=table.refs.at[at].add(-1, mode="drop"),
+    last_use=table.last_use.at[at].set(t, mode="drop"),
+  )
+  return table, slots.replace(prefix_blocks=jnp.where(mask, 0, slots.prefix_blocks))
+
+
+def _publish(slots, table: PrefixTable, t):
+  """After an iteration: an unattached request whose group has no resident prefix and which has
+  prefilled >= s_p moves its first b_p blocks into the table (resident, refcount 1, attached).
+  One publisher per group, the lowest slot. Returns (slots, table)."""
+  n_prefixes, n_slots = table.blocks.shape[-1], slots.wid.shape[0]
+  g, valid = _group(slots, table)
+  tokens = table.tokens[g]
+  ok = (
+    (slots.wid >= 0)
+    & (slots.prefix_blocks == 0)
+    & valid
+    & (tokens > 0)
+    & (table.blocks[g] == 0)
+    & (slots.prefilled >= tokens)
+  )
+  idx = jnp.arange(n_slots, dtype=jnp.int32)
+  first = jnp.full((n_prefixes,), n_slots, jnp.int32)
+  first = first.at[jnp.where(ok, slots.prefix_id, n_prefixes)].min(idx, mode="drop")
+  pub = ok & (first[g] == idx)
+  b = jnp.where(pub, tokens // BLOCK_SIZE, 0)
+  at = jnp.where(pub, slots.prefix_id, n_prefixes)
+  table = table.replace(
+    blocks=table.blocks.at[at].set(b, mode="drop"),
+    refs=table.refs.at[at].set(1, mode="drop"),
+    last_use=table.last_use.at[at].set(t, mode="drop"),
+  )
+  slots = slots.replace(kv_blocks=slots.kv_blocks - b, prefix_blocks=slots.prefix_blocks + b)
+  return slots, table
+
+
+def _reclaimable(slots, table: PrefixTable):
+  """Resident prefixes that no RUNNING request reads: bool[n_prefixes]. The engine may evict
+  them when memory is short (queued attachers then lose the attach)."""
+  n_prefixes = table.blocks.shape[-1]
+  reading = (slots.prefix_blocks > 0) & (slots.status == RUNNING)
+  at = jnp.where(reading, slots.prefix_id, n_prefixes)
+  readers = jnp.zeros((n_prefixes,), jnp.int32).at[at].add(1, mode="drop")
+  return (table.blocks > 0) & (readers == 0)
+
+
+def _evict(slots, table: PrefixTable, short):
+  """When memory is short, one reclaimable prefix frees its blocks: the least recently used
+  unreferenced one, else the least recently used one read by queued attachers only (they go
+  back to prefilled 0, their attach not counted); ties to the lowest group.
+
+  Returns (slots, table, blocks freed, evicted, any reclaimable, the slots whose attach was
+  taken back, their tokens).
+  """
+  can = _reclaimable(slots, table)
+  unref = can & (table.refs == 0)
+  pool = jnp.where(jnp.any(unref), unref, can)
+  lru = jnp.min(jnp.where(pool, table.last_use, jnp.inf))
+  e = jnp.argmax(pool & (table.last_use == lru))
+  any_can = jnp.any(can)
+  evict = short & any_can
+  freed = jnp.where(evict, table.blocks[e], 0)
+  revoked = evict & (slots.prefix_blocks > 0) & (slots.prefix_id == e)
+  slots = slots.replace(
+    prefilled=jnp.where(revoked, 0, slots.prefilled),
+    prefix_blocks=jnp.where(revoked, 0, slots.prefix_blocks),
+  )
+  table = table.replace(
+    blocks=table.blocks.at[e].add(-freed),
+    refs=table.refs.at[e].set(jnp.where(evict, 0, table.refs[e])),
+  )
+  tokens_back = jnp.sum(revoked, dtype=jnp.int32) * table.tokens[e]
+  return slots, table, freed, evict, any_can, revoked, tokens_back
 
 
 def _memory_victim(slots, key):
@@ -765,7 +999,7 @@ def _decode_stretch(sl, dec, quiet, t, wake, free_blocks, horizon, state, params
   t_end = jnp.where(extra > 0, t_u[jnp.maximum(extra - 1, 0)], t)
   max_gap = jnp.max(jnp.where(run, t_u - t_before, 0.0))
   grow = dec & (extra > 0)
-  added = jnp.where(grow, new_blocks(sl.prefilled, extra, sl.kv_blocks), 0)
+  added = jnp.where(grow, new_blocks(sl.prefilled, extra, _held(sl, config.n_prefixes)), 0)
   weight = jnp.where(grow & paced, params.decode_weight * extra, 0.0)
   sl = sl.replace(
     prefilled=sl.prefilled + jnp.where(grow, extra, 0),
@@ -786,38 +1020,52 @@ def step(key, state: State, action: Action, params: EnvParams, workload, config:
   # (1. admission ran at the end of the previous step, or in `init`: the policy that chose
   # `action` has seen every request due by now)
   sl, t = state.slots, state.t
+  n_pfx, table = config.n_prefixes, state.prefixes
 
   # 2. policy preemption
   asked = action.preempt & (sl.status == RUNNING)
   sl, freed = _preempt(sl, asked)
+  if n_pfx:
+    table, sl = _detach(table, sl, asked, t)
   free_blocks = state.free_blocks + freed
 
   # 3. memory preemption: one victim when the running decodes cannot all grow, or when the
-  # last iteration stalled because its first request found no KV blocks
+  # last iteration stalled because its first request found no KV blocks; with shared prefixes
+  # an unreferenced resident prefix is evicted instead while there is one
   prio_key = sortable_key(action.priority)
   decode = in_decode(sl)
-  need = jnp.sum(
-    jnp.where(decode & (sl.status == RUNNING), new_blocks(sl.prefilled, 1, sl.kv_blocks), 0)
-  )
+  held = _held(sl, n_pfx)
+  need = jnp.sum(jnp.where(decode & (sl.status == RUNNING), new_blocks(sl.prefilled, 1, held), 0))
   short = (need > free_blocks) | state.mem_stall
-  victim = _memory_victim(sl, prio_key) & short
+  if n_pfx:
+    sl, table, evict_freed, evicted, any_can, revoked, tokens_back = _evict(sl, table, short)
+    free_blocks = free_blocks + evict_freed
+    holders = jnp.where(sl.status == RUNNING, _held(sl, n_pfx), 0)
+    victim = _memory_victim(sl.replace(kv_blocks=holders), prio_key) & short & ~any_can
+  else:
+    victim = _memory_victim(sl, prio_key) & short
   sl, freed = _preempt(sl, victim)
+  if n_pfx:
+    table, sl = _detach(table, sl, victim, t)
   free_blocks = free_blocks + freed
   preempted_now = asked | victim
+  if n_pfx:  # a request whose attach was just taken back waits too (its wish is stale)
+    preempted_now = preempted_now | revoked
 
   # 4. projection of the policy's wish onto a feasible batch
   decode = in_decode(sl)
   left = remaining(sl)
   can_run = runnable(sl, t)
   demand = jnp.where(can_run & ~preempted_now, jnp.minimum(jnp.maximum(action.grant, 0), left), 0)
-  demand = _residency(demand, action.priority, sl.kv_blocks, params.max_resident)
+  held = _held(sl, n_pfx)
+  demand = _residency(demand, action.priority, held, params.max_resident)
   watermark_blocks = jnp.floor(params.watermark * params.num_blocks).astype(jnp.int32)
   grant = fill(
     action.priority,
     demand,
     ~decode,
     sl.prefilled,
-    sl.kv_blocks,
+    held,
     free_blocks,
     params.token_budget,
     params.max_seqs,
@@ -825,7 +1073,7 @@ def step(key, state: State, action: Action, params: EnvParams, workload, config:
     config.chunked_prefill,
   )
   granted = grant > 0
-  added = jnp.where(granted, new_blocks(sl.prefilled, grant, sl.kv_blocks), 0)
+  added = jnp.where(granted, new_blocks(sl.prefilled, grant, held), 0)
   free_blocks = free_blocks - jnp.sum(added, dtype=jnp.int32)
 
   # 5-6. batch time and clock
@@ -874,6 +1122,9 @@ def step(key, state: State, action: Action, params: EnvParams, workload, config:
   )
   # 8. service gain of the latency class
   sl = _latency_gain(sl, emit, t, params)
+  # 8a. publish: first requests past their group's shareable prefix hand its blocks over
+  if n_pfx:
+    sl, table = _publish(sl, table, t)
 
   # 8b. macro-step: more iterations of the same decode batch while nothing else happens
   extra, extra_time, extra_blocks = jnp.int32(0), 0.0, 0
@@ -892,6 +1143,10 @@ def step(key, state: State, action: Action, params: EnvParams, workload, config:
       & ~jnp.any(can_run & (demand == 0))
       & (~waiting | (jnp.asarray(action.fixed_order) & (full | only_decodes)))
     )
+    if n_pfx:
+      # Shared prefixes: no stretch when someone would attach at the end of this iteration
+      # (the next policy call would see it).
+      quiet = quiet & ~jnp.any(_attachable(sl, table))
     horizon = jnp.asarray(action.horizon, jnp.int32)
     sl, t, extra, extra_time, extra_blocks = _decode_stretch(
       sl, granted, quiet, t, wake, free_blocks, horizon, state, params, config
@@ -918,6 +1173,8 @@ def step(key, state: State, action: Action, params: EnvParams, workload, config:
     good_tokens=write(out.good_tokens, sl.good_tokens),
   )
   free_blocks = free_blocks + jnp.sum(jnp.where(fin, sl.kv_blocks, 0), dtype=jnp.int32)
+  if n_pfx:
+    table, sl = _detach(table, sl, fin, t)
   n_jobs = workload.n_jobs
   node_fin = fin & (sl.job_id >= 0)
   stage_done = state.stage_done.at[jnp.where(node_fin, sl.job_id, n_jobs), sl.stage].add(
@@ -957,10 +1214,20 @@ def step(key, state: State, action: Action, params: EnvParams, workload, config:
     + jnp.sum(jnp.where(off_granted, grant + extra, 0)).astype(jnp.float64),
     stage_done=stage_done,
     outputs=out,
+    prefixes=table,
   )
+  if n_pfx:
+    state = state.replace(
+      prefix_evictions=state.prefix_evictions + evicted.astype(jnp.int32),
+      prefix_hits=state.prefix_hits - jnp.sum(revoked, dtype=jnp.int32),
+      prefix_tokens_saved=state.prefix_tokens_saved - tokens_back.astype(jnp.float64),
+    )
   # 1. admission at the new clock, so the next policy call sees what has arrived by then (an
-  # idle jump lands on an arrival, which is then served at once)
-  return _admit(state, params, workload, config.admit_max)
+  # idle jump lands on an arrival, which is then served at once); then attach (shared prefixes)
+  state = _admit(state, params, workload, config.admit_max, n_pfx)
+  if n_pfx:
+    state = _attach(state)
+  return state
 
 
 def make(config: EnvConfig | None = None) -> Env:
@@ -971,6 +1238,8 @@ def make(config: EnvConfig | None = None) -> Env:
     raise ValueError(f"EnvConfig.time_model={config.time_model!r}: use 'roofline' or 'linear'")
   if config.n_slots < 1 or config.admit_max < 1 or config.macro_steps < 1:
     raise ValueError(f"EnvConfig needs n_slots, admit_max and macro_steps >= 1, got {config}")
+  if config.n_prefixes < 0:
+    raise ValueError(f"EnvConfig.n_prefixes must be >= 0 (0 = no sharing), got {config}")
   return Env(
     config=config,
     init=lambda key, params, workload: init(key, params, workload, config),
@@ -978,4 +1247,5 @@ def make(config: EnvConfig | None = None) -> Env:
       key, state, action, params, workload, config
     ),
     observe=observe,
+    check=lambda workload: check_workload(workload, config),
   )

@@ -20,6 +20,17 @@ Readings of the contract where its text leaves a choice (the jitted code makes t
   arrival)`, with `arrival` the scaled job arrival and `deadline_abs` its absolute job deadline.
 - Each plan replaces the swap queue; marks not yet acted on (the slot was not RUNNING) wait until
   the next plan.
+
+Shared-prefix KV caching (`config.n_prefixes > 0`, docs "Shared prefixes" [R]) is a dict of
+resident prefixes (`_PrefixCache`): a request keeps its own blocks in `kv` and, while attached,
+reads `pb` shared blocks; every block count a decision needs is `kv + pb`. Attach runs right
+after admission (the jitted engine's end of step), publish after the iteration's tokens are
+emitted and before finishes, eviction where a memory victim would be taken.
+
+Usage:
+
+  res = simulate(workload, EnvConfig(n_slots=64, n_prefixes=57), EnvParams(), "sarathi")
+  print(res["finish_t"], res["prefix_hits"], res["prefix_evictions"])
 """
 
 from __future__ import annotations
@@ -80,7 +91,75 @@ class _Req:
     "stage",
     "prio",
     "wish",
+    "pid",
+    "share",
+    "pb",
   )
+
+
+class _PrefixCache:
+  """Resident shared prefixes: group -> [blocks, requests attached, time of the last detach].
+
+  A request of group `r.pid` may share `r.share` tokens (whole blocks of its prefix, 0 when its
+  prefix is shorter than a block); `r.pb` is the number of shared blocks it reads (0 unattached).
+  """
+
+  def __init__(self):
+    self.resident = {}
+    self.hits = self.saved = self.evictions = 0
+
+  def blocks(self):
+    return sum(e[0] for e in self.resident.values())
+
+  def attach(self, r, t):
+    """A queued request at prefilled 0 whose prefix is resident starts after it."""
+    e = self.resident.get(r.pid)
+    if e is None or r.prefilled != 0 or r.status not in (WAITING, PREEMPTED):
+      return
+    e[1] += 1
+    e[2] = t
+    r.pb = e[0]
+    r.prefilled = r.share
+    self.hits += 1
+    self.saved += r.share
+
+  def detach(self, r, t):
+    if r.pb:
+      e = self.resident[r.pid]
+      e[1] -= 1
+      e[2] = t
+      r.pb = 0
+
+  def publish(self, r, t):
+    """An unattached request past its group's shareable prefix hands those blocks over."""
+    if r.share and not r.pb and r.pid not in self.resident and r.prefilled >= r.share:
+      b = r.share // BLOCK_SIZE
+      r.kv -= b
+      r.pb = b
+      self.resident[r.pid] = [b, 1, t]
+
+  def reclaimable(self, live):
+    """Resident groups that no RUNNING request reads."""
+    read = {r.pid for r in live.values() if r.pb and r.status == RUNNING}
+    return [g for g in self.resident if g not in read]
+
+  def evict(self, live, stopped):
+    """Frees one reclaimable prefix and returns its blocks (None when there is none): the least
+    recently used unreferenced one, else the least recently used one that only queued requests
+    attached to (they go back to prefilled 0, their attach is taken back, and they sit out this
+    iteration: added to `stopped`); lowest group on ties."""
+    groups = self.reclaimable(live)
+    if not groups:
+      return None
+    g = min(groups, key=lambda g: (self.resident[g][1] > 0, self.resident[g][2], g))
+    for r in live.values():
+      if r.pb and r.pid == g:
+        r.prefilled = r.pb = 0
+        self.hits -= 1
+        self.saved -= r.share
+        stopped.add(r.slot)
+    self.evictions += 1
+    return self.resident.pop(g)[0]
 
 
 def _time_model(name: str, coef):
@@ -365,7 +444,7 @@ _OFFLINE_SHIFT = 2.0**24
 
 
 def _blocks_for(r, c):
-  return max(0, -(-(r.prefilled + c) // BLOCK_SIZE) - r.kv)
+  return max(0, -(-(r.prefilled + c) // BLOCK_SIZE) - r.kv - r.pb)
 
 
 def _is_decode(r):
@@ -457,7 +536,7 @@ class _HyGen:
     short = g_on != _fill_py(online, demand, 1 << 30, budget, max_seqs, 0)
     preempt = []
     if short:
-      holders = [r for r in vis if r.cls == OFFLINE and r.kv > 0 and r.status == RUNNING]
+      holders = [r for r in vis if r.cls == OFFLINE and r.kv + r.pb > 0 and r.status == RUNNING]
       if holders:
         preempt = [max(holders, key=_order)]
     by_slot = {r.slot: r for r in ready}
@@ -474,7 +553,7 @@ class _HyGen:
 
   @staticmethod
   def _new(r):
-    return r.generated == 0 and r.prefilled == 0 and r.n_preempt == 0
+    return r.generated == 0 and r.prefilled == r.pb * BLOCK_SIZE and r.n_preempt == 0
 
   def _offline(self, ready, first, g_on, demand, t, free, budget, max_seqs, wm, coef, lat):
     cands = [r for r in ready if r.cls == OFFLINE]
@@ -581,7 +660,7 @@ def simulate(
 
   Args:
     workload: `jaxsys.systems.workloads.Workload` (numpy arrays).
-    config: `EnvConfig` (n_slots, admit_max, chunked_prefill, time_model).
+    config: `EnvConfig` (n_slots, admit_max, chunked_prefill, time_model, n_prefixes).
     params: `EnvParams`.
     policy: one of POLICIES; "vllm" and "fcfs" share the FCFS order (chunking is the config's).
     policy_params: for "ltr" and "tempo": `edges`, `table`, `mark_every` (table mode) or
@@ -591,13 +670,20 @@ def simulate(
       `exp(noise_sigma * eps[step])`; None means no noise.
     max_steps: stop after this many iterations even if requests are left.
     trace: optional `trace(step, t, free_blocks, table)` called after every iteration, with
-      `table` mapping each occupied slot to (wid, status, prefilled, generated, kv_blocks).
+      `table` mapping each occupied slot to (wid, status, prefilled, generated, kv_blocks);
+      with shared prefixes on, `trace(step, t, free_blocks, table, prefixes)`, the table's
+      entries add (prefix group, shared blocks) and `prefixes` maps each resident group to
+      (blocks, refcount, last use).
 
   Returns:
     Per-request numpy arrays (length n_total): finish_t (NaN if unfinished), ttft, tbt_max,
     tbt_mean, release, n_preempt, gain, good_tokens; scalars t, steps, busy_time, busy_steps,
-    n_finished, n_mem_preempt, n_policy_preempt, admit_blocked, tokens (tokens processed) and
-    max_step_tokens (the largest batch, for the token-budget invariant).
+    n_finished, n_mem_preempt, n_policy_preempt, admit_blocked, tokens (tokens processed),
+    max_step_tokens (the largest batch, for the token-budget invariant), prefix_hits,
+    prefix_tokens_saved and prefix_evictions.
+
+  Raises:
+    ValueError when shared prefixes are on and a prefix_id is >= config.n_prefixes.
   """
   pp = dict(policy_params or {})
   n_slots, admit_max = int(config.n_slots), int(config.admit_max)
@@ -627,6 +713,22 @@ def simulate(
   job_stages, width = i64(workload.n_stages), i64(workload.width)
   stage_done = [[0] * len(row) for row in width]
   n = len(arrival)
+  # Shared prefixes: each row's group and whole-block shareable tokens (none when off).
+  n_prefixes = int(getattr(config, "n_prefixes", 0))
+  group, share = [-1] * n, [0] * n
+  if n_prefixes > 0 and getattr(workload, "prefix_id", None) is not None:
+    group = i64(workload.prefix_id)
+    if max(group) >= n_prefixes:
+      i = next(j for j, g in enumerate(group) if g >= n_prefixes)
+      raise ValueError(
+        f"Workload.prefix_id[{i}] = {group[i]} but EnvConfig.n_prefixes = {n_prefixes}: "
+        "prefix groups must lie in [0, n_prefixes)"
+      )
+    share = [
+      BLOCK_SIZE * (p // BLOCK_SIZE) if g >= 0 else 0
+      for g, p in zip(group, i64(workload.prefix_len), strict=True)
+    ]
+  cache = _PrefixCache() if n_prefixes > 0 else None
 
   pol = _make_policy(policy, pp, params, config, prompts)
 
@@ -655,6 +757,8 @@ def simulate(
       off_ptr = n
       for r in [r for r in live.values() if r.cls == OFFLINE]:
         free += r.kv
+        if cache:
+          cache.detach(r, t)
         r.kv, r.status = 0, EMPTY
         del live[r.slot]
         heapq.heappush(free_slots, r.slot)
@@ -682,7 +786,8 @@ def simulate(
       r.slot = heapq.heappop(free_slots)
       r.arrival = r.release = arrival[wid]
       r.prompt, r.out_len, r.cls = prompts[wid], out_lens[wid], classes[wid]
-      r.generated = r.prefilled = r.kv = r.n_preempt = 0
+      r.generated = r.prefilled = r.kv = r.n_preempt = r.pb = 0
+      r.pid, r.share = group[wid], share[wid]
       r.first_t = r.last_t = nan
       r.tbt_sum = r.tbt_max = r.gain = r.good = 0.0
       r.slo_ttft, r.slo_tbt = slo_ttft[wid], slo_tbt[wid]
@@ -706,10 +811,16 @@ def simulate(
 
     if n_finished >= n:  # the last offline rows were dropped: nothing is left to run
       break
+    # Attach: queued requests at prefilled 0 whose prefix is resident skip it.
+    if cache:
+      for r in live.values():
+        cache.attach(r, t)
     # The policy acts on the table as the previous step and this admission left it.
     vis = list(live.values())
     if hasattr(pol, "free"):  # a policy that fills against the KV blocks (HyGen)
-      pol.free = free
+      # with shared prefixes, blocks of prefixes no running request reads count as free
+      cached = sum(cache.resident[g][0] for g in cache.reclaimable(live)) if cache else 0
+      pol.free = free + cached
     to_preempt = pol.act(vis, t, step, busy_time, busy_steps)
 
     # 2. Policy preemption (recompute: the KV is dropped).
@@ -717,6 +828,8 @@ def simulate(
     for r in to_preempt:
       if r.status == RUNNING:
         free += r.kv
+        if cache:
+          cache.detach(r, t)
         r.status, r.prefilled, r.kv = PREEMPTED, 0, 0
         r.n_preempt += 1
         n_pol += 1
@@ -724,15 +837,22 @@ def simulate(
 
     # 3. Memory preemption: one victim when the running decodes cannot all grow by a token, or
     # when the last iteration stalled (its first candidate found no KV blocks).
+    # Shared prefixes: evict the least recently used unreferenced prefix instead, if any.
     need = 0
     for r in vis:
       if r.status == RUNNING and r.generated >= 1 and r.prompt + r.generated - r.prefilled == 1:
-        need += max(0, -(-(r.prefilled + 1) // BLOCK_SIZE) - r.kv)
-    if need > free or mem_stall:
-      holders = [r for r in vis if r.kv > 0]
+        need += _blocks_for(r, 1)
+    short = need > free or mem_stall
+    evicted = cache.evict(live, stopped) if cache and short else None
+    if evicted is not None:
+      free += evicted
+    elif short:
+      holders = [r for r in vis if r.status == RUNNING and r.kv + r.pb > 0]
       if holders:
         victim = max(holders, key=_order)
         free += victim.kv
+        if cache:
+          cache.detach(victim, t)
         victim.status, victim.prefilled, victim.kv = PREEMPTED, 0, 0
         victim.n_preempt += 1
         n_mem += 1
@@ -745,10 +865,10 @@ def simulate(
     ]
     cands.sort(key=_order)
     # Residency: requests without KV enter only while fewer than max_resident hold KV.
-    room = max_resident - sum(1 for r in vis if r.kv > 0)
+    room = max_resident - sum(1 for r in vis if r.kv + r.pb > 0)
     kept = []
     for r in cands:
-      if r.kv == 0:
+      if r.kv + r.pb == 0:
         if room <= 0:
           continue
         room -= 1
@@ -763,7 +883,7 @@ def simulate(
       left = r.prompt + r.generated - done
       decode = r.generated >= 1 and left == 1
       c = demand = left if r.wish is None else min(r.wish, left)
-      nb = max(0, -(-(done + c) // BLOCK_SIZE) - r.kv)
+      nb = _blocks_for(r, c)
       reserve = watermark if (has_prefill or not decode) else 0
       cut = False
       if tokens + c > budget or len(batch) >= max_seqs or blocks + nb > free - reserve:
@@ -772,7 +892,7 @@ def simulate(
         c = min(budget - tokens, demand)
         if c <= 0:
           break
-        nb = max(0, -(-(done + c) // BLOCK_SIZE) - r.kv)
+        nb = _blocks_for(r, c)
         if len(batch) >= max_seqs or blocks + nb > free - watermark:
           break
         cut = True
@@ -820,7 +940,8 @@ def simulate(
       if wake < _INF:
         t = max(t, wake)
 
-    # 7-9. Advance, emit tokens at t, service gain, finish.
+    # 7-9. Advance, emit tokens at t, service gain; publish shared prefixes; finish.
+    done = []
     for r, c, nb in batch:
       r.status = RUNNING
       r.prefilled += c
@@ -840,25 +961,32 @@ def simulate(
       if r.cls == 0:
         _latency_gain(r, t, alpha, weight)
       if g == r.out_len:
-        wid = r.wid
-        finish_t[wid] = t
-        release[wid] = r.release
-        ttft[wid] = r.first_t - r.release
-        tbt_max[wid] = r.tbt_max
-        tbt_mean[wid] = (r.last_t - r.first_t) / (g - 1) if g > 1 else 0.0
-        n_preempt[wid] = r.n_preempt
-        gain[wid] = r.gain
-        good_tokens[wid] = r.good
-        free += r.kv
-        r.kv = 0
-        r.status = EMPTY
-        del live[r.slot]
-        heapq.heappush(free_slots, r.slot)
-        n_finished += 1
-        off_live -= r.cls == OFFLINE
-        if r.job >= 0:
-          stage_done[r.job][r.stage] += 1
-          dag_event = True
+        done.append(r)
+    if cache:  # in slot order: the lowest slot of a group publishes
+      for s in sorted(live):
+        cache.publish(live[s], t)
+    for r in done:
+      wid, g = r.wid, r.generated
+      finish_t[wid] = t
+      release[wid] = r.release
+      ttft[wid] = r.first_t - r.release
+      tbt_max[wid] = r.tbt_max
+      tbt_mean[wid] = (r.last_t - r.first_t) / (g - 1) if g > 1 else 0.0
+      n_preempt[wid] = r.n_preempt
+      gain[wid] = r.gain
+      good_tokens[wid] = r.good
+      free += r.kv
+      if cache:
+        cache.detach(r, t)
+      r.kv = 0
+      r.status = EMPTY
+      del live[r.slot]
+      heapq.heappush(free_slots, r.slot)
+      n_finished += 1
+      off_live -= r.cls == OFFLINE
+      if r.job >= 0:
+        stage_done[r.job][r.stage] += 1
+        dag_event = True
 
     # 10. DAG release, in slot order (it sets the queue order).
     if dag_event and blocked:
@@ -871,7 +999,14 @@ def simulate(
         next_seq += 1
         live[s] = r
 
-    if trace is not None:
+    if trace is not None and cache:
+      table = {
+        r.slot: (r.wid, r.status, r.prefilled, r.generated, r.kv, r.pid, r.pb)
+        for r in live.values()
+      }
+      table.update({r.slot: (r.wid, r.status, 0, 0, 0, r.pid, 0) for r in blocked.values()})
+      trace(step, t, free, table, {g: tuple(e) for g, e in cache.resident.items()})
+    elif trace is not None:
       table = {r.slot: (r.wid, r.status, r.prefilled, r.generated, r.kv) for r in live.values()}
       table.update({r.slot: (r.wid, r.status, 0, 0, 0) for r in blocked.values()})
       trace(step, t, free, table)
@@ -898,6 +1033,9 @@ def simulate(
     "tokens": tokens_total,
     "offline_tokens": offline_tokens,
     "max_step_tokens": max_step_tokens,
+    "prefix_hits": cache.hits if cache else 0,
+    "prefix_tokens_saved": cache.saved if cache else 0,
+    "prefix_evictions": cache.evictions if cache else 0,
   }
 
 

@@ -118,9 +118,8 @@ def test_hygen_mixed_matches_reference(
   seed, blocks, budget, sigma, macro, quota, stop, scale, budget_s, cap
 ):
   wl, params = _case(seed, blocks, budget, sigma, quota, stop, scale)
-  if budget_s == 0.0 and not np.isfinite(stop):
-    stop = 1.0  # offline never runs: only the drop ends it
-    params = params.replace(offline_stop=stop)
+  if budget_s == 0.0 and not np.isfinite(params.offline_stop):
+    params = params.replace(offline_stop=1.0)  # offline never runs: only the drop ends it
   pp = dict(latency_budget=budget_s, rate_cap=cap)
   state, ref = _run_both("hygen", wl, params, macro, seed, pp)
   _assert_same(state, ref, wl, f"hygen L={budget_s} cap={cap}")
