@@ -258,7 +258,7 @@ PSM_LANES = ("psm", "fcfs", "no_sharing")
 def _psm_experiment(config, base, coef, budget, fresh):
   """HyGen at L on a fresh slice with the MMLU-like pool as the offline stream, in PSM order and
   in the pool's own (random) order with shared-prefix caching, and without sharing; each at
-  the A100's 80 GB and at 40 GB of HBM (less room for cached prefixes). One stacked sweep."""
+  each `config.psm_hbm_gb` of GPU memory (less room for cached prefixes). One stacked sweep."""
   seed, online, _, scale, window = fresh
   pool = workloads.offline_pool(np.random.default_rng(2000 + seed), config.n_mmlu, "mmlu")
   none = {**pool, "prefix_id": np.full(config.n_mmlu, -1), "prefix_len": np.zeros(config.n_mmlu)}

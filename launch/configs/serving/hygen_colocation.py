@@ -32,8 +32,10 @@ def get_config(arg: str = ""):
   c.target_util = 0.4  # busy fraction of the online-only engine after scaling the arrivals
   c.slo_ttft, c.slo_tbt = 2.0, 0.2  # online SLOs (for the attainment column) [R]
   c.n_summary = 3000  # offline summarisation pool (more than the window can finish)
-  c.n_mmlu = 20_000  # MMLU-like prefix pool (PSM order experiment; larger than a window uses)
-  c.psm_hbm_gb = (80.0, 40.0)  # GPU memory of the PSM lanes: A100 80 GB and 40 GB
+  c.n_mmlu = 60_000  # MMLU-like prefix pool (PSM order experiment; more than a window uses)
+  # GPU memory of the PSM lanes (the A100 time model throughout): at 24 GB the KV cache cannot
+  # hold all 57 prefixes (~2,100 blocks) at once
+  c.psm_hbm_gb = (80.0, 40.0, 24.0)
   c.offline_slots = 16  # offline quota in the table
   c.predictor_batches = 80_000
   c.grid = 32  # budgets (and caps) per vmapped profiling sweep
