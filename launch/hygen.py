@@ -76,7 +76,9 @@ def _base_params(config, coef, num_blocks):
   )
 
 
-def _sweep(env, lanes_env, lanes_pp, wl, config):
+def _sweep(env, lanes_env, lanes_pp, wl, config, workload_axis=None):
+  """HyGen over lanes of env params and policy params (one workload, or stacked ones with
+  workload_axis=0); the final states on the host."""
   keys = jnp.stack([jax.random.key(0)] * len(lanes_env))
   state, _ = sim.sweep(
     env,
@@ -85,6 +87,7 @@ def _sweep(env, lanes_env, lanes_pp, wl, config):
     sim.stack(lanes_pp),
     keys,
     wl,
+    workload_axis=workload_axis,
     chunk_steps=config.chunk_steps,
   )
   return jax.device_get(state)
@@ -196,18 +199,7 @@ def run(config, workdir):
     ]
     lanes_wl += [fresh] * len(POLICIES)
     evals.append((seed, fresh_online, fresh, scale, window))
-  keys = jnp.stack([jax.random.key(0)] * len(lanes_env))
-  state, _ = sim.sweep(
-    env,
-    hygen.hygen(),
-    sim.stack(lanes_env),
-    sim.stack(lanes_pp),
-    keys,
-    sim.stack(lanes_wl),
-    workload_axis=0,
-    chunk_steps=config.chunk_steps,
-  )
-  state = jax.device_get(state)
+  state = _sweep(env, lanes_env, lanes_pp, sim.stack(lanes_wl), config, workload_axis=0)
   slices = []
   for s_i, (seed, _, fresh, scale, window) in enumerate(evals):
     rows = {}
@@ -280,18 +272,14 @@ def _psm_experiment(config, base, coef, budget, fresh):
     blocks = timing.kv_blocks_capacity(base.time_coef, hbm * 1e9)
     p = base.replace(num_blocks=blocks, arrival_scale=scale, offline_stop=window)
     lanes += [(hbm, name, p) for name in PSM_LANES]
-  keys = jnp.stack([jax.random.key(0)] * len(lanes))
-  state, _ = sim.sweep(
+  state = _sweep(
     env,
-    hygen.hygen(),
-    sim.stack([p for _, _, p in lanes]),
-    sim.stack([hygen.params(p, coef, budget) for _, _, p in lanes]),
-    keys,
+    [p for _, _, p in lanes],
+    [hygen.params(p, coef, budget) for _, _, p in lanes],
     sim.stack([wls[name] for _, name, _ in lanes]),
+    config,
     workload_axis=0,
-    chunk_steps=config.chunk_steps,
   )
-  state = jax.device_get(state)
   rows = []
   for i, (hbm, name, p) in enumerate(lanes):
     out = serving_metrics.lane(state.outputs, i)

@@ -19,19 +19,9 @@ import math
 
 import numpy as np
 
+from jaxsys.scheduling.echolm import HIT, KINDS, LARGE, N_FEATURES, SMALL, SMALL_EX
 from jaxsys.systems import context_cache_reference as ccr
 
-LARGE, SMALL_EX, SMALL, HIT = 0, 1, 2, 3
-KINDS = (
-  "large_only",
-  "small_only",
-  "exact_cache",
-  "semantic_cache",
-  "routellm",
-  "echolm_threshold",
-  "echolm_linucb",
-)
-N_FEATURES = 8
 OUT_FIELDS = (
   "arm",
   "n_examples",

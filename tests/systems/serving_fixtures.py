@@ -2,6 +2,10 @@
 
 from __future__ import annotations
 
+import functools
+
+import jax
+import jax.numpy as jnp
 import numpy as np
 
 from jaxsys.systems import llm_serving as ls
@@ -97,3 +101,87 @@ def mixed_workload(seed, n_online=14, n_offline=10, rate=30.0, dag_jobs=1, max_p
     prefix_len=plen,
   )
   return workloads.co_locate(wl, pool)
+
+
+# --------------------------------------------- jitted engine vs reference on one workload
+# A HyGen predictor in seconds, roughly Llama-3.1-8B on an A100 (the decisions only need it
+# fixed).
+HYGEN_COEF = np.array([0.012, 8.0e-5, 2.0e-9, 1.0e-3, 1.5e-4, 9.0e-8])
+
+
+@functools.lru_cache(maxsize=4)
+def reference_noise(n_steps, seed):
+  """The batch-time noise draws the jitted engine makes at steps 0..n_steps-1 (fold_in of the
+  step into the run's key), for the reference's `eps`."""
+  key = jax.random.key(seed)
+  draw = lambda s: jax.random.normal(jax.random.fold_in(key, s), dtype=jnp.float64)  # noqa: E731
+  return np.asarray(jax.jit(jax.vmap(draw))(jnp.arange(n_steps)))
+
+
+def queue_policies():
+  """The policies of the offline-stream and prefix-sharing equality tests, by reference name."""
+  from jaxsys.scheduling import baselines, hygen
+
+  return {"fcfs": baselines.fcfs(), "sarathi": baselines.sarathi(), "hygen": hygen.hygen(window=8)}
+
+
+def run_both(env, policy, name, wl, params, seed, pp=None):
+  """One workload through the jitted engine and the reference (policy `name`; HyGen gets
+  HYGEN_COEF, window 8 and the extra params `pp`). Returns (jitted state, reference dict)."""
+  from jaxsys.lib import sim
+  from jaxsys.scheduling import hygen
+  from jaxsys.systems import llm_serving_reference as reference
+
+  pparams = () if name != "hygen" else hygen.params(params, HYGEN_COEF, **(pp or {}))
+  state, _ = sim.rollout(
+    env, policy, params, pparams, jax.random.key(seed), wl, chunk_steps=200, max_steps=40_000
+  )
+  ref_pp = dict(coef=HYGEN_COEF, window=8, **(pp or {})) if name == "hygen" else {}
+  ref = reference.simulate(
+    wl, env.config, params, name, ref_pp, eps=reference_noise(20_000, seed), max_steps=20_000
+  )
+  return state, ref
+
+
+def assert_same(state, ref, wl, label, counters=()):
+  """Every request finished (or dropped) alike; times to 1e-9 s; preemptions, offline tokens
+  and the named State counters exactly."""
+  out = jax.tree.map(np.asarray, state.outputs)
+  assert int(state.n_finished) == wl.n_total == ref["n_finished"], label
+  assert int(state.n_dropped) == ref["n_dropped"], label
+  assert float(state.offline_tokens) == ref["offline_tokens"], label
+  assert float(state.tokens) == ref["tokens"], label
+  for field in ("finish_t", "ttft", "tbt_max", "release"):
+    np.testing.assert_allclose(
+      getattr(out, field), ref[field], rtol=1e-9, atol=1e-9, err_msg=f"{label} {field}"
+    )
+  np.testing.assert_array_equal(out.n_preempt, ref["n_preempt"], err_msg=label)
+  for name in counters:
+    assert float(getattr(state, name)) == ref[name], f"{label} {name}"
+
+
+def run_checking_every_step(env, policy, params, pp, wl, check, max_steps=3000):
+  """Steps one jitted iteration at a time until every request finished, asserting
+  `check(before, after) -> (bool[k], names)` after each (and on the initial state). Returns
+  the final state."""
+  wl = jax.device_put(wl)  # closed over by the jitted step: device arrays, not numpy
+
+  @jax.jit
+  def one(state, pstate):
+    key = jax.random.fold_in(state.key, state.step)
+    action, pstate = policy.act(key, pstate, env.observe(state), pp)
+    after = env.step(key, state, action, params, wl)
+    return after, pstate, check(state, after)[0]
+
+  state = env.init(jax.random.key(0), params, wl)
+  pstate = policy.init(pp, env.observe(state))
+  ok, names = check(state, state)
+  assert np.asarray(ok).all(), [n for n, v in zip(names, np.asarray(ok), strict=True) if not v]
+  for _ in range(max_steps):
+    state, pstate, ok = one(state, pstate)
+    ok = np.asarray(ok)
+    assert ok.all(), [n for n, v in zip(names, ok, strict=True) if not v]
+    if int(state.n_finished) == wl.n_total:
+      break
+  assert int(state.n_finished) == wl.n_total
+  return state

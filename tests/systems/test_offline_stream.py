@@ -4,8 +4,6 @@ slow; the rest takes ~55 s on a 2-core CPU."""
 
 from __future__ import annotations
 
-import functools
-
 import jax
 import jax.numpy as jnp
 import numpy as np
@@ -14,51 +12,22 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from jaxsys.lib import sim
-from jaxsys.scheduling import baselines, hygen
+from jaxsys.scheduling import hygen
 from jaxsys.systems import llm_serving as ls
-from jaxsys.systems import llm_serving_reference as reference
 from jaxsys.systems import workloads
+from tests.systems import serving_fixtures
 from tests.systems.serving_fixtures import mixed_workload, small_params, small_workload
 
 ENV = {m: ls.make(ls.EnvConfig(n_slots=24, admit_max=3, macro_steps=m)) for m in (1, 16)}
-# A predictor in seconds, roughly Llama-3.1-8B on an A100 (the decisions only need it fixed).
-COEF = np.array([0.012, 8.0e-5, 2.0e-9, 1.0e-3, 1.5e-4, 9.0e-8])
-POLICIES = {
-  "fcfs": baselines.fcfs(),
-  "sarathi": baselines.sarathi(),
-  "hygen": hygen.hygen(window=8),
-}
-
-
-@functools.lru_cache(maxsize=4)
-def _noise(n_steps, seed):
-  key = jax.random.key(seed)
-  draw = lambda s: jax.random.normal(jax.random.fold_in(key, s), dtype=jnp.float64)  # noqa: E731
-  return np.asarray(jax.jit(jax.vmap(draw))(jnp.arange(n_steps)))
+POLICIES = serving_fixtures.queue_policies()
+COEF = serving_fixtures.HYGEN_COEF
 
 
 def _run_both(name, wl, params, macro, seed, pp=None):
-  env = ENV[macro]
-  policy = POLICIES[name]
-  pparams = () if name != "hygen" else hygen.params(params, COEF, **(pp or {}))
-  state, _ = sim.rollout(env, policy, params, pparams, jax.random.key(seed), wl, chunk_steps=200)
-  ref_pp = dict(coef=COEF, window=8, **(pp or {})) if name == "hygen" else {}
-  ref = reference.simulate(
-    wl, env.config, params, name, ref_pp, eps=_noise(20_000, seed), max_steps=20_000
-  )
-  return state, ref
+  return serving_fixtures.run_both(ENV[macro], POLICIES[name], name, wl, params, seed, pp)
 
 
-def _assert_same(state, ref, wl, label):
-  out = jax.tree.map(np.asarray, state.outputs)
-  assert int(state.n_finished) == wl.n_total == ref["n_finished"], label
-  assert int(state.n_dropped) == ref["n_dropped"], label
-  assert float(state.offline_tokens) == ref["offline_tokens"], label
-  for field in ("finish_t", "ttft", "tbt_max", "release"):
-    np.testing.assert_allclose(
-      getattr(out, field), ref[field], rtol=1e-9, atol=1e-9, err_msg=f"{label} {field}"
-    )
-  np.testing.assert_array_equal(out.n_preempt, ref["n_preempt"], err_msg=label)
+_assert_same = serving_fixtures.assert_same
 
 
 SETTINGS = settings(max_examples=20, deadline=None, suppress_health_check=[HealthCheck.too_slow])
@@ -206,27 +175,15 @@ def _step_invariants(before, after, params, wl):
 def _check_invariants(macro, name):
   wl = mixed_workload(21, n_offline=16)
   params = small_params(num_blocks=120, max_seqs=4, offline_slots=3, offline_stop=1.5)
-  env, policy = ENV[macro], POLICIES[name]
   pp = () if name == "sarathi" else hygen.params(params, COEF, latency_budget=0.05)
-  wl = jax.device_put(wl)  # closed over by the jitted step: device arrays, not numpy
-
-  @jax.jit
-  def one(state, pstate):
-    key = jax.random.fold_in(state.key, state.step)
-    action, pstate = policy.act(key, pstate, env.observe(state), pp)
-    after = env.step(key, state, action, params, wl)
-    return after, pstate, _step_invariants(state, after, params, wl)[0]
-
-  state = env.init(jax.random.key(0), params, wl)
-  pstate = policy.init(pp, env.observe(state))
-  names = _step_invariants(state, state, params, wl)[1]
-  for _ in range(3000):
-    state, pstate, ok = one(state, pstate)
-    ok = np.asarray(ok)
-    assert ok.all(), [n for n, v in zip(names, ok, strict=True) if not v]
-    if int(state.n_finished) == wl.n_total:
-      break
-  assert int(state.n_finished) == wl.n_total
+  state = serving_fixtures.run_checking_every_step(
+    ENV[macro],
+    POLICIES[name],
+    params,
+    pp,
+    wl,
+    lambda before, after: _step_invariants(before, after, params, wl),
+  )
   done = np.isfinite(np.asarray(state.outputs.finish_t))
   assert done.sum() + int(state.n_dropped) == wl.n_total
 

@@ -8,8 +8,6 @@ rest takes ~45 s.
 
 from __future__ import annotations
 
-import functools
-
 import jax
 import jax.numpy as jnp
 import numpy as np
@@ -22,6 +20,7 @@ from jaxsys.scheduling import baselines, hygen
 from jaxsys.systems import llm_serving as ls
 from jaxsys.systems import llm_serving_reference as reference
 from jaxsys.systems import workloads
+from tests.systems import serving_fixtures
 from tests.systems.serving_fixtures import mixed_workload, small_params, small_workload
 
 N_PREFIXES = 6
@@ -29,21 +28,9 @@ ENV = {
   m: ls.make(ls.EnvConfig(n_slots=24, admit_max=3, macro_steps=m, n_prefixes=N_PREFIXES))
   for m in (1, 16)
 }
-# A predictor in seconds, roughly Llama-3.1-8B on an A100 (the decisions only need it fixed).
-COEF = np.array([0.012, 8.0e-5, 2.0e-9, 1.0e-3, 1.5e-4, 9.0e-8])
-POLICIES = {
-  "fcfs": baselines.fcfs(),
-  "sarathi": baselines.sarathi(),
-  "hygen": hygen.hygen(window=8),
-}
+POLICIES = serving_fixtures.queue_policies()
+COEF = serving_fixtures.HYGEN_COEF
 COUNTERS = ("prefix_hits", "prefix_tokens_saved", "prefix_evictions")
-
-
-@functools.lru_cache(maxsize=4)
-def _noise(n_steps, seed):
-  key = jax.random.key(seed)
-  draw = lambda s: jax.random.normal(jax.random.fold_in(key, s), dtype=jnp.float64)  # noqa: E731
-  return np.asarray(jax.jit(jax.vmap(draw))(jnp.arange(n_steps)))
 
 
 def _mmlu_workload(seed, n_online=8, n_offline=20, n_groups=4, rate=30.0):
@@ -57,30 +44,11 @@ def _mmlu_workload(seed, n_online=8, n_offline=20, n_groups=4, rate=30.0):
 
 
 def _run_both(name, wl, params, macro, seed, pp=None):
-  env, policy = ENV[macro], POLICIES[name]
-  pparams = () if name != "hygen" else hygen.params(params, COEF, **(pp or {}))
-  state, _ = sim.rollout(
-    env, policy, params, pparams, jax.random.key(seed), wl, chunk_steps=200, max_steps=40_000
-  )
-  ref_pp = dict(coef=COEF, window=8, **(pp or {})) if name == "hygen" else {}
-  ref = reference.simulate(
-    wl, env.config, params, name, ref_pp, eps=_noise(20_000, seed), max_steps=20_000
-  )
-  return state, ref
+  return serving_fixtures.run_both(ENV[macro], POLICIES[name], name, wl, params, seed, pp)
 
 
 def _assert_same(state, ref, wl, label):
-  out = jax.tree.map(np.asarray, state.outputs)
-  assert int(state.n_finished) == wl.n_total == ref["n_finished"], label
-  assert int(state.n_dropped) == ref["n_dropped"], label
-  assert float(state.tokens) == ref["tokens"], label
-  for field in ("finish_t", "ttft", "tbt_max", "release"):
-    np.testing.assert_allclose(
-      getattr(out, field), ref[field], rtol=1e-9, atol=1e-9, err_msg=f"{label} {field}"
-    )
-  np.testing.assert_array_equal(out.n_preempt, ref["n_preempt"], err_msg=label)
-  for name in COUNTERS:
-    assert float(getattr(state, name)) == ref[name], f"{label} {name}"
+  serving_fixtures.assert_same(state, ref, wl, label, COUNTERS)
 
 
 @pytest.mark.slow
@@ -167,28 +135,10 @@ def test_invariants_after_every_step(macro, name, seed, extra):
   params = small_params(
     num_blocks=longest + extra, max_seqs=4, token_budget=160, offline_slots=4, offline_stop=3.0
   )
-  env, policy = ENV[macro], POLICIES[name]
   pp = () if name == "sarathi" else hygen.params(params, COEF, latency_budget=0.05)
-  wl = jax.device_put(wl)  # closed over by the jitted step: device arrays, not numpy
-
-  @jax.jit
-  def one(state, pstate):
-    key = jax.random.fold_in(state.key, state.step)
-    action, pstate = policy.act(key, pstate, env.observe(state), pp)
-    after = env.step(key, state, action, params, wl)
-    return after, pstate, _invariants(after, params)[0]
-
-  state = env.init(jax.random.key(0), params, wl)
-  pstate = policy.init(pp, env.observe(state))
-  names = _invariants(state, params)[1]
-  assert np.asarray(_invariants(state, params)[0]).all()
-  for _ in range(3000):
-    state, pstate, ok = one(state, pstate)
-    ok = np.asarray(ok)
-    assert ok.all(), [n for n, v in zip(names, ok, strict=True) if not v]
-    if int(state.n_finished) == wl.n_total:
-      break
-  assert int(state.n_finished) == wl.n_total
+  state = serving_fixtures.run_checking_every_step(
+    ENV[macro], POLICIES[name], params, pp, wl, lambda _, after: _invariants(after, params)
+  )
   assert int(state.prefix_hits) > 0 and int(state.prefix_evictions) > 0
 
 

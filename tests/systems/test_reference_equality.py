@@ -2,10 +2,7 @@
 
 from __future__ import annotations
 
-import functools
-
 import jax
-import jax.numpy as jnp
 import numpy as np
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
@@ -14,6 +11,7 @@ from jaxsys.lib import sim
 from jaxsys.scheduling import baselines, common, tempo
 from jaxsys.systems import llm_serving as ls
 from jaxsys.systems import llm_serving_reference as reference
+from tests.systems import serving_fixtures
 from tests.systems.serving_fixtures import small_params, small_workload
 
 EDGES = np.array([64.0, 256.0], np.float32)
@@ -41,12 +39,7 @@ POLICIES = {
 }
 
 
-@functools.lru_cache(maxsize=4)
-def _noise(n_steps, seed):
-  key = jax.random.key(seed)
-  steps = jnp.arange(n_steps)
-  draw = lambda s: jax.random.normal(jax.random.fold_in(key, s), dtype=jnp.float64)  # noqa: E731
-  return np.asarray(jax.jit(jax.vmap(draw))(steps))
+_noise = serving_fixtures.reference_noise
 
 
 def _compare(name, seed, blocks, budget, chunked, sigma, macro, resident=1 << 30, dag_jobs=1):
