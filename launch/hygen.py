@@ -170,6 +170,7 @@ def run(config, workdir):
     profile_ttft_ratio=prof["ttft_ratio"].tolist(),
     profile_tbt_ratio=prof["tbt_ratio"].tolist(),
     profile_offline_tokens_s=prof["offline_tokens_s"].tolist(),
+    cap_profile_offline_tokens_s=cap_prof["offline_tokens_s"].tolist(),
     cap_profile_ttft_ratio=cap_prof["ttft_ratio"].tolist(),
     cap_profile_tbt_ratio=cap_prof["tbt_ratio"].tolist(),
     profile_base=prof["base"],
@@ -348,6 +349,9 @@ def _plots(workdir, config, summary):
     title="SLO-aware profile (one vmapped sweep over the slices)",
     logx=True,
   )
+  figs["frontier"] = plots.custom_plot(
+    os.path.join(workdir, "hygen_frontier.png"), lambda ax: _frontier(ax, summary, config)
+  )
   rows = summary["rows"]
   figs["throughput"] = plots.bar_plot(
     os.path.join(workdir, "hygen_offline_throughput.png"),
@@ -362,6 +366,32 @@ def _plots(workdir, config, summary):
     lambda ax: _timeline(ax, tl, config),
   )
   return figs
+
+
+def _frontier(ax, summary, config):
+  """Offline throughput against the worst online latency ratio over the profiling slices, for
+  HyGen's L grid and HyGen*'s cap grid (the profile lanes), and the fresh-slice policies."""
+  for name, tok, ttft, tbt, marker in (
+    ("HyGen (L grid)", "profile_offline_tokens_s", "profile_ttft_ratio", "profile_tbt_ratio", "o-"),
+    (
+      "HyGen* (cap grid)",
+      "cap_profile_offline_tokens_s",
+      "cap_profile_ttft_ratio",
+      "cap_profile_tbt_ratio",
+      "s-",
+    ),
+  ):
+    worst = np.maximum(np.max(summary[ttft], axis=0), np.max(summary[tbt], axis=0))
+    ax.plot(worst, np.mean(summary[tok], axis=0), marker, label=f"{name}, profiling slices")
+  for p in POLICIES:
+    m = summary["rows"][p]
+    ratio = max(m["ttft_p99_ratio"], m["tbt_mean_ratio"])
+    ax.plot([ratio], [m["offline_tokens_s"]], "*", markersize=11, label=f"{p}, fresh slices")
+  ax.axvline(1 + config.tau, color="grey", linestyle=":", label=f"tolerance {config.tau:.0%}")
+  ax.set_xlabel("worst of P99 TTFT and mean TBT ratio to online-only (worst slice)")
+  ax.set_ylabel("offline tokens/s (mean over slices)")
+  ax.set_title("Offline throughput vs online latency")
+  ax.legend(fontsize=7)
 
 
 def _timeline(ax, tl, config):

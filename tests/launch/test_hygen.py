@@ -24,7 +24,13 @@ def test_hygen_smoke_writes_report(tmp_path):
   assert "## HyGen" in text and "| hygen |" in text and "| hygen* |" in text
   assert text.count("| 2 | ") + text.count("| 3 | ") == 2  # the per-slice rows
   figures = re.findall(r"\]\(([^)]+\.png)\)", text)
-  assert len(figures) >= 4
+  assert len(figures) >= 5 and "hygen_frontier.png" in figures
+  # PSM lanes: every memory size x (psm, fcfs, no_sharing); sharing hits only where it is on
+  psm = summary["psm"]["rows"]
+  assert len(psm) == 3 * len(config.psm_hbm_gb)
+  for r in psm:
+    assert (r["prefix_hits"] > 0) == (r["order"] != "no_sharing"), r
+  assert "PSM / FCFS offline req/s" in text
   for fig in figures:
     assert os.path.getsize(tmp_path / fig) > 1000, fig
   assert (tmp_path / "metrics.jsonl").exists() and (tmp_path / "results.json").exists()
