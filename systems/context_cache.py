@@ -287,6 +287,27 @@ def sweep(config: CacheConfig, params: CacheParams, cache: Cache, stream: Reques
   return jax.vmap(_scan, in_axes=(None, 0, None, None))(config, params, cache, stream)
 
 
+def random_params(rng: np.random.Generator, config: CacheConfig, p_empty: float = 0.0):
+  """Host-side random `CacheParams` for tests: every scoring and replay knob drawn over its
+  useful range; `active` rows in [1, capacity], or 0 (an unused cache) with chance p_empty."""
+  active = int(rng.integers(1, config.capacity + 1))
+  return CacheParams(
+    gamma=float(rng.choice([1.0, 2.0, 3.0])),
+    tier_cap=float(rng.uniform(0.5, 1.5)),
+    lambda_tok=float(rng.choice([0.0, 1e-4, 1e-3])),
+    u_min=float(rng.uniform(0.0, 0.2)),
+    token_cap=int(rng.choice([200, 500, 1024])),
+    decay=float(rng.uniform(0.9, 1.0)),
+    ema=float(rng.uniform(0.1, 0.5)),
+    init_utility=float(rng.uniform(0.1, 0.6)),
+    active=0 if rng.random() < p_empty else active,
+    replay_min=float(rng.uniform(0.2, 0.8)),
+    replay_use_weight=float(rng.uniform(0.0, 1.0)),
+    use_scale=float(rng.choice([2.0, 4.0])),
+    q_replay=float(rng.uniform(0.5, 0.95)),
+  )
+
+
 def random_stream(
   rng: np.random.Generator,
   config: CacheConfig,

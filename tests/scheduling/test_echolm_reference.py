@@ -79,21 +79,7 @@ def _case(seed):
   rng = np.random.default_rng(seed)
   kind = el.KINDS[seed % len(el.KINDS)]
   config, n = CONFIGS[(seed // len(el.KINDS)) % len(CONFIGS)]
-  cparams = cc.CacheParams(
-    gamma=float(rng.choice([1.0, 2.0, 3.0])),
-    tier_cap=float(rng.uniform(0.5, 1.5)),
-    lambda_tok=float(rng.choice([0.0, 1e-4, 1e-3])),
-    u_min=float(rng.uniform(0.0, 0.2)),
-    token_cap=int(rng.choice([200, 500, 1024])),
-    decay=float(rng.uniform(0.9, 1.0)),
-    ema=float(rng.uniform(0.1, 0.5)),
-    init_utility=float(rng.uniform(0.1, 0.6)),
-    active=int(0 if rng.random() < 0.08 else rng.integers(1, config.capacity + 1)),
-    replay_min=float(rng.uniform(0.2, 0.8)),
-    replay_use_weight=float(rng.uniform(0.0, 1.0)),
-    use_scale=float(rng.choice([2.0, 4.0])),
-    q_replay=float(rng.uniform(0.5, 0.95)),
-  )
+  cparams = cc.random_params(rng, config, p_empty=0.08)
   params = el.RouterParams(
     arrival_scale=float(np.exp(rng.uniform(np.log(0.3), np.log(100.0)))),
     q_target=float(rng.uniform(0.3, 0.95)),

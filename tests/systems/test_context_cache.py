@@ -15,18 +15,7 @@ CONFIG = cc.CacheConfig(capacity=12, dim=8, top_k=5, k_max=3, n_replay=2)
 
 
 def _params(rng):
-  return cc.CacheParams(
-    gamma=float(rng.choice([1.0, 2.0, 3.0])),
-    lambda_tok=float(rng.choice([0.0, 1e-4, 1e-3])),
-    u_min=float(rng.uniform(0.0, 0.2)),
-    token_cap=int(rng.choice([300, 600, 1024])),
-    decay=float(rng.uniform(0.9, 1.0)),
-    ema=float(rng.uniform(0.1, 0.5)),
-    init_utility=float(rng.uniform(0.1, 0.6)),
-    active=int(rng.integers(3, CONFIG.capacity + 1)),
-    replay_min=float(rng.uniform(0.2, 0.8)),
-    q_replay=0.7,
-  )
+  return cc.random_params(rng, CONFIG)
 
 
 def _stream(seed, n=40):
